@@ -1,0 +1,96 @@
+"""``heli.compile``: frontend → passes → partition → per-target compile."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from heli._errors import HeliError
+from heli.frontend.onnx import import_onnx
+from heli.ir._graph import Graph
+from heli.ir._types import TensorType
+from heli.partition import node_label, partition
+from heli.passes import PassManager, default_pipeline
+from heli.runtime import CompiledModel, Placement, Specialization
+from heli.target import CompileOptions, get_target
+
+
+class FallbackWarning(UserWarning):
+    """Some nodes did not run on the requested target."""
+
+
+def compile(
+    model: Any,
+    target: str = "ref",
+    *,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    example_inputs: Sequence[Any] | None = None,
+    fallback: Sequence[str] = ("ref",),
+    debug: bool = False,
+) -> CompiledModel:
+    """Compile ``model`` for ``target``.
+
+    ``model`` is a path to an ONNX file, ONNX bytes, an ``onnx.ModelProto``,
+    a Heli :class:`Graph`, or a ``torch.nn.Module`` (with ``example_inputs``).
+    ``input_shapes`` binds dynamic dimensions now; otherwise each new feed
+    shape compiles (and caches) a specialization on first use.
+    """
+    debug = debug or os.environ.get("HELI_VERIFY", "") not in ("", "0")
+    graph = _to_graph(model, example_inputs)
+    targets = [get_target(target)] + [get_target(t) for t in fallback if t != target]
+
+    def specialize(graph: Graph, input_types: Mapping[str, TensorType]) -> Specialization:
+        manager = PassManager(default_pipeline(input_types), verify=debug)
+        optimized = manager.run(graph)
+        segments, refused = partition(optimized, targets)
+        if refused and targets[0].name != "ref":
+            shown = ", ".join(f"{k} ({v})" for k, v in list(refused.items())[:10])
+            more = f" and {len(refused) - 10} more" if len(refused) > 10 else ""
+            warnings.warn(
+                f"{len(refused)} node(s) fall back from {target!r}: {shown}{more}.",
+                FallbackWarning, stacklevel=4,
+            )
+        options = CompileOptions(debug=debug)
+        compiled = [(seg, seg.target.compile(seg.graph, options)) for seg in segments]
+
+        def run(feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+            env = dict(feeds)
+            for seg, exe in compiled:
+                env.update(exe.run({v.name: env[v.name] for v in seg.graph.inputs}))
+            return {v.name: env[v.name] for v in optimized.outputs}
+
+        placement = Placement(
+            tuple((seg.target.name, tuple(node_label(n) for n in seg.nodes)) for seg in segments),
+            refused,
+        )
+        times = {r.name: r.seconds for r in manager.records}
+        return Specialization(optimized, run, placement, times)
+
+    compiled_model = CompiledModel(graph, target, specialize)
+    if input_shapes is not None:
+        compiled_model.specialize({k: tuple(v) for k, v in input_shapes.items()})
+    return compiled_model
+
+
+def _to_graph(model: Any, example_inputs: Sequence[Any] | None) -> Graph:
+    if isinstance(model, Graph):
+        return model
+    if _is_torch_module(model):
+        from heli.frontend.torch import export_torch
+
+        return import_onnx(export_torch(model, example_inputs))
+    if isinstance(model, str | os.PathLike | bytes) or type(model).__name__ == "ModelProto":
+        return import_onnx(model)
+    raise HeliError(
+        f"heli.compile() takes an ONNX path, bytes, ModelProto, Graph or torch.nn.Module, "
+        f"not {type(model).__name__!r}."
+    )
+
+
+def _is_torch_module(model: Any) -> bool:
+    return any(c.__module__.startswith("torch.nn") and c.__name__ == "Module"
+               for c in type(model).__mro__)

@@ -1,0 +1,23 @@
+"""Conformance: ONNX's per-operator cases and the `light` CNNs against any target."""
+
+from heli.conformance._node import (
+    CaseResult,
+    case_op,
+    compare_outputs,
+    heli_runner,
+    node_cases,
+    onnxruntime_runner,
+    run_case,
+    run_cases,
+)
+
+__all__ = [
+    "CaseResult",
+    "case_op",
+    "compare_outputs",
+    "heli_runner",
+    "node_cases",
+    "onnxruntime_runner",
+    "run_case",
+    "run_cases",
+]

@@ -1,0 +1,358 @@
+"""ONNX importer: ``ModelProto`` (or a path, or bytes) → Heli :class:`Graph`.
+
+Old opset forms are upgraded to the newest semantics (``_upgrade``), so the
+rest of Heli knows one meaning per op.  ``Constant`` nodes become graph
+constants.  Every op of the model is checked up front, and all unsupported
+ops are reported together.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from google.protobuf.message import DecodeError
+from onnx import numpy_helper
+
+from heli._errors import HeliError, ModelLoadError, UnsupportedError
+from heli.frontend._upgrade import RENAMED, upgrade_node
+from heli.ir._builder import GraphBuilder
+from heli.ir._graph import Graph, Value
+from heli.ir._ops import find_op
+from heli.ir._types import DType, OptionalType, SequenceType, TensorType, Type
+
+__all__ = ["import_onnx", "load_onnx", "MAX_OPSET", "MIN_OPSET"]
+
+MIN_OPSET = 7
+MAX_OPSET = onnx.defs.onnx_opset_version()
+
+
+def load_onnx(source: str | os.PathLike | bytes | onnx.ModelProto) -> onnx.ModelProto:
+    """Read an ONNX model from a path, bytes or a ModelProto, with clear errors."""
+    if isinstance(source, onnx.ModelProto):
+        return source
+    if isinstance(source, bytes):
+        return _parse(source, "<bytes>")
+    path = Path(source)
+    if not path.exists():
+        raise ModelLoadError(f"The model file {str(path)!r} does not exist.")
+    if path.is_dir():
+        raise ModelLoadError(f"The model path {str(path)!r} is a directory, not an ONNX file.")
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise ModelLoadError(f"The model file {str(path)!r} cannot be read: {error}.") from None
+    model = _parse(data, str(path))
+    try:
+        onnx.load_external_data_for_model(model, str(path.parent))
+    except (OSError, ValueError, onnx.checker.ValidationError) as error:
+        raise ModelLoadError(
+            f"The external data of model {str(path)!r} cannot be loaded: {error}."
+        ) from None
+    return model
+
+
+def _parse(data: bytes, where: str) -> onnx.ModelProto:
+    if not data:
+        raise ModelLoadError(f"The model file {where!r} is empty.")
+    model = onnx.ModelProto()
+    try:
+        model.ParseFromString(data)
+    except (DecodeError, RuntimeError, ValueError) as error:
+        raise ModelLoadError(
+            f"The model file {where!r} is not a valid ONNX protobuf (it may be truncated "
+            f"or not an ONNX file): {error}."
+        ) from None
+    if not model.HasField("graph") or (not model.graph.node and not model.graph.output):
+        raise ModelLoadError(
+            f"The model file {where!r} holds no ONNX graph (it may be truncated or not an "
+            "ONNX file)."
+        )
+    return model
+
+
+def import_onnx(source: str | os.PathLike | bytes | onnx.ModelProto) -> Graph:
+    """Import an ONNX model as a Heli graph (types inferred, old opsets upgraded)."""
+    model = load_onnx(source)
+    opset = _default_opset(model)
+    _check_supported(model.graph, opset)
+    try:
+        return _Importer(opset).graph(model.graph, outer={})
+    except HeliError:
+        raise
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError,
+            UnicodeDecodeError, MemoryError) as error:
+        # Malformed protos (wrong field kinds, bad tensor sizes) end up here.
+        raise ModelLoadError(
+            f"The model is malformed and cannot be imported: {type(error).__name__}: {error}."
+        ) from None
+
+
+def _default_opset(model: onnx.ModelProto) -> int:
+    versions = {o.domain: o.version for o in model.opset_import}
+    opset = versions.get("", versions.get("ai.onnx"))
+    if opset is None:
+        if model.opset_import:
+            return MAX_OPSET  # only custom domains: use newest default semantics
+        raise ModelLoadError("The model declares no opset_import, so its ops cannot be read.")
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise UnsupportedError(
+            f"The model uses ONNX opset {opset}; Heli supports opsets {MIN_OPSET} to {MAX_OPSET}."
+        )
+    return opset
+
+
+# -- the unsupported-op check -------------------------------------------------
+
+
+def _check_supported(graph: onnx.GraphProto, opset: int) -> None:
+    problems: list[str] = []
+    for node in _all_nodes(graph):
+        if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
+            continue
+        op_type = RENAMED.get(node.op_type, node.op_type)
+        if find_op(op_type, node.domain) is None:
+            domain = f" in domain {node.domain!r}" if node.domain not in ("", "ai.onnx") else ""
+            problems.append(
+                f"{node.op_type}{domain} (node {node.name or '<unnamed>'!r}, opset {opset})"
+            )
+    if problems:
+        unique = list(dict.fromkeys(problems))
+        raise UnsupportedError(
+            f"The model uses {len(unique)} unsupported op(s): " + "; ".join(unique) + "."
+        )
+
+
+def _all_nodes(graph: onnx.GraphProto):
+    for node in graph.node:
+        yield node
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                yield from _all_nodes(attr.g)
+            elif attr.type == onnx.AttributeProto.GRAPHS:
+                for g in attr.graphs:
+                    yield from _all_nodes(g)
+
+
+# -- conversion ---------------------------------------------------------------
+
+
+class _Importer:
+    def __init__(self, opset: int) -> None:
+        self.opset = opset
+        self._unknown = 0
+
+    def graph(self, proto: onnx.GraphProto, outer: Mapping[str, Type]) -> Graph:
+        builder = GraphBuilder(proto.name or "main", self.opset, outer)
+        initializers = {t.name: t for t in proto.initializer}
+        for sparse in proto.sparse_initializer:
+            initializers[sparse.values.name] = sparse
+        for inp in proto.input:
+            if inp.name not in initializers:  # an input with an initializer is a constant
+                builder.add_input(inp.name, self.type(inp.type, inp.name))
+        for name, tensor in initializers.items():
+            builder.add_constant(tensor_to_array(tensor), name)
+        for node in _topological(proto, builder):
+            self.node(node, builder)
+        outputs = []
+        for out in proto.output:
+            value = builder.lookup(out.name)
+            if value is None:
+                raise ModelLoadError(f"The graph output {out.name!r} is not produced by any node.")
+            if value.type is None and out.HasField("type"):
+                value = Value(value.name, self.type(out.type, out.name))
+            outputs.append(value)
+        return builder.build(outputs)
+
+    def node(self, node: onnx.NodeProto, builder: GraphBuilder) -> None:
+        label = node.name or (node.output[0] if node.output else node.op_type)
+        attrs = {a.name: self.attribute(a, builder, label) for a in node.attribute}
+        inputs: list[Value | None] = []
+        for name in node.input:
+            if not name:
+                inputs.append(None)
+                continue
+            value = builder.lookup(name)
+            if value is None:
+                raise ModelLoadError(
+                    f"{node.op_type} node {label!r} reads the value {name!r}, which nothing defines."
+                )
+            inputs.append(value)
+        if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
+            builder.add_constant(_constant_value(attrs, label), node.output[0])
+            return
+        upgrade_node(builder, node.op_type, node.domain, self.opset, inputs, attrs,
+                     name=node.name, output_names=list(node.output))
+
+    def attribute(self, attr: onnx.AttributeProto, builder: GraphBuilder, label: str) -> Any:
+        kind = attr.type
+        A = onnx.AttributeProto
+        if kind == A.FLOAT:
+            return float(attr.f)
+        if kind == A.INT:
+            return int(attr.i)
+        if kind == A.STRING:
+            return _text(attr.s)
+        if kind == A.TENSOR:
+            return tensor_to_array(attr.t)
+        if kind == A.SPARSE_TENSOR:
+            return tensor_to_array(attr.sparse_tensor)
+        if kind == A.GRAPH:
+            return self.graph(attr.g, self._visible_types(builder))
+        if kind == A.FLOATS:
+            return tuple(float(f) for f in attr.floats)
+        if kind == A.INTS:
+            return tuple(int(i) for i in attr.ints)
+        if kind == A.STRINGS:
+            return tuple(_text(s) for s in attr.strings)
+        if kind == A.TENSORS:
+            return tuple(tensor_to_array(t) for t in attr.tensors)
+        if kind == A.GRAPHS:
+            return tuple(self.graph(g, self._visible_types(builder)) for g in attr.graphs)
+        if kind == A.TYPE_PROTO:
+            return self.type(attr.tp, attr.name)
+        if kind == A.TYPE_PROTOS:
+            return tuple(self.type(t, attr.name) for t in attr.type_protos)
+        raise ModelLoadError(
+            f"Attribute {attr.name!r} of node {label!r} has an unknown or missing type ({kind!r})."
+        )
+
+    @staticmethod
+    def _visible_types(builder: GraphBuilder) -> dict[str, Type]:
+        return {**builder.outer_types, **{k: v.type for k, v in builder._values.items()}}
+
+    def type(self, proto: onnx.TypeProto, where: str) -> Type | None:
+        which = proto.WhichOneof("value")
+        if which == "tensor_type":
+            tt = proto.tensor_type
+            if tt.elem_type == 0:
+                return None
+            dtype = DType.from_onnx(tt.elem_type)
+            if not tt.HasField("shape"):
+                return TensorType(dtype, None)
+            return TensorType(dtype, tuple(self.dim(d) for d in tt.shape.dim))
+        if which == "sequence_type":
+            return SequenceType(self.type(proto.sequence_type.elem_type, where))
+        if which == "optional_type":
+            return OptionalType(self.type(proto.optional_type.elem_type, where))
+        if which is None:
+            return None
+        raise UnsupportedError(f"The value {where!r} has type {which!r}, which Heli does not support.")
+
+    def dim(self, dim: onnx.TensorShapeProto.Dimension) -> int | str:
+        which = dim.WhichOneof("value")
+        if which == "dim_value" and dim.dim_value >= 0:
+            return int(dim.dim_value)
+        if which == "dim_param" and dim.dim_param:
+            return dim.dim_param
+        self._unknown += 1
+        return f"unk__{self._unknown}"
+
+
+def tensor_to_array(tensor: onnx.TensorProto | onnx.SparseTensorProto) -> np.ndarray:
+    """An ONNX tensor as a numpy array (exotic float types as ml_dtypes)."""
+    if isinstance(tensor, onnx.SparseTensorProto):
+        values = numpy_helper.to_array(tensor.values)
+        dense = np.zeros(tuple(tensor.dims), dtype=values.dtype)
+        indices = numpy_helper.to_array(tensor.indices)
+        if indices.ndim == 1:
+            dense.reshape(-1)[indices] = values
+        else:
+            dense[tuple(indices.T)] = values
+        return dense
+    if tensor.data_location == onnx.TensorProto.EXTERNAL and not tensor.raw_data:
+        raise ModelLoadError(
+            f"The tensor {tensor.name!r} keeps its data in an external file that was not loaded."
+        )
+    DType.from_onnx(tensor.data_type)  # clear error for unknown codes
+    expected = int(np.prod(tensor.dims, dtype=np.int64)) if tensor.dims else 1
+    if any(d < 0 for d in tensor.dims) or expected > 2**34:
+        raise ModelLoadError(f"The tensor {tensor.name!r} has invalid dims {list(tensor.dims)!r}.")
+    array = numpy_helper.to_array(tensor)
+    if array.dtype == object:
+        array = np.array([_text(s) if isinstance(s, bytes) else s for s in array.ravel()],
+                         dtype=object).reshape(array.shape)
+    return array
+
+
+def _constant_value(attrs: dict[str, Any], label: str) -> np.ndarray:
+    if len(attrs) != 1:
+        raise ModelLoadError(
+            f"Constant node {label!r} must have exactly one value attribute, "
+            f"not {sorted(attrs)!r}."
+        )
+    (key, value), = attrs.items()
+    makers = {
+        "value": lambda v: v,
+        "sparse_value": lambda v: v,
+        "value_float": lambda v: np.array(v, dtype=np.float32),
+        "value_floats": lambda v: np.array(v, dtype=np.float32),
+        "value_int": lambda v: np.array(v, dtype=np.int64),
+        "value_ints": lambda v: np.array(v, dtype=np.int64),
+        "value_string": lambda v: np.array(v, dtype=object),
+        "value_strings": lambda v: np.array(v, dtype=object),
+    }
+    if key not in makers:
+        raise ModelLoadError(f"Constant node {label!r} has the unknown attribute {key!r}.")
+    return makers[key](value)
+
+
+def _text(data: bytes) -> str:
+    return data.decode("utf-8", errors="surrogateescape")
+
+
+def _topological(proto: onnx.GraphProto, builder: GraphBuilder) -> list[onnx.NodeProto]:
+    """The nodes in an order where each one's inputs are defined first.
+
+    ONNX requires topological order, but some exporters do not honour it.
+    """
+    defined = set(builder._values) | set(builder.outer_types) | {""}
+    ordered, pending = [], list(proto.node)
+    while pending:
+        still = []
+        for node in pending:
+            if all(name in defined for name in node.input) and _captures_defined(node, defined):
+                ordered.append(node)
+                defined.update(node.output)
+            else:
+                still.append(node)
+        if len(still) == len(pending):
+            node = still[0]
+            missing = [n for n in node.input if n not in defined]
+            label = node.name or (node.output[0] if node.output else node.op_type)
+            raise ModelLoadError(
+                f"{node.op_type} node {label!r} reads {missing[0] if missing else 'a value'!r}, "
+                "which no node, input or initializer defines (or the graph has a cycle)."
+            )
+        pending = still
+    return ordered
+
+
+def _captures_defined(node: onnx.NodeProto, defined: set[str]) -> bool:
+    # Values a subgraph reads from the enclosing scope must exist first too.
+    for attr in node.attribute:
+        graphs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
+        for g in graphs:
+            local = set()
+            for sub in _all_graphs(g):
+                local |= {i.name for i in sub.input} | {t.name for t in sub.initializer}
+                local |= {o for n in sub.node for o in n.output}
+            for n in _all_nodes(g):
+                if any(i and i not in local and i not in defined for i in n.input):
+                    return False
+    return True
+
+
+def _all_graphs(graph: onnx.GraphProto):
+    yield graph
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                yield from _all_graphs(attr.g)
+            elif attr.type == onnx.AttributeProto.GRAPHS:
+                for g in attr.graphs:
+                    yield from _all_graphs(g)

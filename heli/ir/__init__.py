@@ -1,0 +1,45 @@
+"""Heli's graph IR: types, values, nodes, graphs, the op registry, the
+builder, the verifier, the text printer and ONNX export."""
+
+from heli.ir._builder import GraphBuilder, rebuild
+from heli.ir._graph import Graph, Node, Value, subgraphs_of
+from heli.ir._ops import (
+    REQUIRED,
+    Attr,
+    AttrSpec,
+    AttrType,
+    ExecContext,
+    InferContext,
+    OpDef,
+    all_ops,
+    find_op,
+    get_op,
+    op,
+)
+from heli.ir._types import DType, OptionalType, SequenceType, TensorType, Type, tensor_type_of
+
+__all__ = [
+    "REQUIRED",
+    "Attr",
+    "AttrSpec",
+    "AttrType",
+    "DType",
+    "ExecContext",
+    "Graph",
+    "GraphBuilder",
+    "InferContext",
+    "Node",
+    "OpDef",
+    "OptionalType",
+    "SequenceType",
+    "TensorType",
+    "Type",
+    "Value",
+    "all_ops",
+    "find_op",
+    "get_op",
+    "op",
+    "rebuild",
+    "subgraphs_of",
+    "tensor_type_of",
+]

@@ -1,0 +1,280 @@
+"""GraphBuilder: the one way graphs are made.
+
+The builder runs each op's type inference as nodes are added, so every value
+of a built graph carries its inferred type.  The importer uses it, and so do
+passes (through :func:`rebuild`), which is why a pass never has to update
+types by hand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from heli._errors import HeliError, ModelLoadError, ShapeError
+from heli.ir._graph import Graph, Node, Value, freeze
+from heli.ir._ops import InferContext, OpDef, get_op
+from heli.ir._types import Type, tensor_type_of
+
+
+class GraphBuilder:
+    """Accumulates inputs, constants and nodes, then :meth:`build` s a Graph."""
+
+    def __init__(
+        self, name: str = "main", opset: int = 0, outer_types: Mapping[str, Type] | None = None
+    ) -> None:
+        self.name = name
+        self.opset = opset
+        self.outer_types = dict(outer_types or {})
+        self.inputs: list[Value] = []
+        self.constants: dict[str, np.ndarray] = {}
+        self.nodes: list[Node] = []
+        self._values: dict[str, Value] = {}
+        self._reserved: set[str] = set()
+        self._counter = 0
+
+    # -- names ---------------------------------------------------------------
+    def fresh_name(self, hint: str = "v") -> str:
+        """A value name not used yet in this graph (or the enclosing ones)."""
+        hint = hint or "v"
+        candidate = hint
+        while self._taken(candidate) or candidate in self._reserved:
+            self._counter += 1
+            candidate = f"{hint}_{self._counter}"
+        return candidate
+
+    def reserve(self, names: Iterable[str]) -> None:
+        """Keep :meth:`fresh_name` from handing out ``names`` (defined later)."""
+        self._reserved.update(names)
+
+    def _taken(self, name: str) -> bool:
+        return name in self._values or name in self.outer_types
+
+    def _define(self, value: Value) -> Value:
+        if value.name in self._values:
+            raise ModelLoadError(f"The value name {value.name!r} is defined more than once.")
+        self._values[value.name] = value
+        return value
+
+    # -- definitions ---------------------------------------------------------
+    def add_input(self, name: str, type: Type | None) -> Value:
+        value = self._define(Value(name, type))
+        self.inputs.append(value)
+        return value
+
+    def add_constant(self, array: np.ndarray, name: str | None = None) -> Value:
+        array = np.asarray(array)
+        name = name if name is not None else self.fresh_name("const")
+        value = self._define(Value(name, tensor_type_of(array)))
+        array = array.view()
+        array.flags.writeable = False
+        self.constants[name] = array
+        return value
+
+    def constant_value(self, value: Value | None) -> np.ndarray | None:
+        if value is None:
+            return None
+        return self.constants.get(value.name)
+
+    def lookup(self, name: str) -> Value | None:
+        if name in self._values:
+            return self._values[name]
+        if name in self.outer_types:
+            return Value(name, self.outer_types[name])
+        return None
+
+    def add_node(
+        self,
+        op: OpDef | str,
+        inputs: Sequence[Value | None],
+        attrs: Mapping[str, Any] | None = None,
+        *,
+        name: str = "",
+        num_outputs: int | None = None,
+        output_names: Sequence[str | None] | None = None,
+    ) -> tuple[Value | None, ...]:
+        """Add a node, infer its output types and return its output values.
+
+        ``output_names`` entries that are ``None`` or ``""`` mark omitted
+        optional outputs.
+        """
+        opdef = get_op(op) if isinstance(op, str) else op
+        inputs = list(inputs)
+        while inputs and inputs[-1] is None:  # trailing omitted optionals
+            inputs.pop()
+        if output_names is None:
+            count = num_outputs if num_outputs is not None else opdef.min_outputs
+            base = name or opdef.name.lower()
+            output_names = [self.fresh_name(base) for _ in range(count)]
+        label = name or (output_names[0] if output_names and output_names[0] else opdef.name)
+        self._check_arity(opdef, label, len(inputs), len(output_names))
+        attrs = dict(attrs or {})
+        unknown = sorted(set(attrs) - set(opdef.attrs))
+        if unknown:
+            raise ModelLoadError(
+                f"{opdef.name} node {label!r} has unknown attribute(s) {unknown!r}; "
+                f"{opdef.name} accepts {sorted(opdef.attrs)!r}."
+            )
+        types = self._infer(opdef, label, inputs, attrs, len(output_names))
+        outputs = tuple(
+            self._define(Value(out_name, out_type)) if out_name else None
+            for out_name, out_type in zip(output_names, types, strict=True)
+        )
+        self.nodes.append(Node(opdef, tuple(inputs), outputs, freeze(attrs), name))
+        return outputs
+
+    def _check_arity(self, opdef: OpDef, label: str, n_in: int, n_out: int) -> None:
+        def fits(n: int, low: int, high: int | None) -> bool:
+            return n >= low and (high is None or n <= high)
+
+        if not fits(n_in, opdef.min_inputs, opdef.max_inputs):
+            raise ShapeError(
+                f"{opdef.name} node {label!r} has {n_in} inputs; it takes "
+                f"{_arity(opdef.min_inputs, opdef.max_inputs)}."
+            )
+        if not fits(n_out, opdef.min_outputs, opdef.max_outputs):
+            raise ShapeError(
+                f"{opdef.name} node {label!r} has {n_out} outputs; it gives "
+                f"{_arity(opdef.min_outputs, opdef.max_outputs)}."
+            )
+
+    def _infer(
+        self, opdef: OpDef, label: str, inputs: list[Value | None], attrs: dict, n_out: int
+    ) -> list[Type | None]:
+        try:
+            resolved = opdef.resolve_attrs(attrs)
+        except ShapeError as error:
+            raise ShapeError(f"{opdef.name} node {label!r}: {error}") from None
+        ctx = InferContext(
+            node_name=label,
+            op=opdef,
+            input_types=tuple(v.type if v is not None else None for v in inputs),
+            attrs=resolved,
+            num_outputs=n_out,
+            constants=tuple(self.constant_value(v) for v in inputs),
+            outer_types={**self.outer_types, **{k: v.type for k, v in self._values.items()}},
+        )
+        try:
+            types = list(opdef.infer(ctx))
+        except HeliError:
+            raise
+        except Exception as error:  # a malformed model trips an inference rule
+            raise ShapeError(
+                f"{opdef.name} node {label!r}: type inference failed "
+                f"({type(error).__name__}: {error})."
+            ) from None
+        types += [None] * (n_out - len(types))
+        return types[:n_out]
+
+    # -- finishing -----------------------------------------------------------
+    def build(
+        self, outputs: Sequence[Value], output_names: Sequence[str] | None = None
+    ) -> Graph:
+        """The graph returning ``outputs``, renamed to ``output_names`` if given.
+
+        A renamed output whose producer is a node of this graph is renamed in
+        place; otherwise (an input or constant returned directly, or one value
+        returned twice) an Identity keeps both names.
+        """
+        outputs = list(outputs)
+        if output_names is not None:
+            for i, (value, wanted) in enumerate(zip(outputs, output_names, strict=True)):
+                if value.name != wanted:
+                    outputs[i] = self._rename_output(value, wanted, outputs)
+        constants = {k: v for k, v in self.constants.items()}
+        return Graph(
+            inputs=tuple(self.inputs),
+            outputs=tuple(outputs),
+            nodes=tuple(self.nodes),
+            constants=constants,
+            name=self.name,
+            opset=self.opset,
+        )
+
+    def _rename_output(self, value: Value, wanted: str, outputs: list[Value]) -> Value:
+        producer = next(
+            (i for i, n in enumerate(self.nodes) if any(o is not None and o.name == value.name
+                                                          for o in n.outputs)),
+            None,
+        )
+        returned_twice = sum(1 for o in outputs if o.name == value.name) > 1
+        if producer is None or returned_twice or self._taken(wanted):
+            if self._taken(wanted):
+                # The wanted name is held by a value we no longer return: free it.
+                held = self._values.get(wanted)
+                if held is not None and held not in self.inputs and wanted not in self.constants:
+                    self._rename_everywhere(wanted, self.fresh_name(wanted + "_old"))
+                else:
+                    raise ShapeError(f"Cannot name a graph output {wanted!r}: the name is taken.")
+            (renamed,) = self.add_node("Identity", [value], output_names=[wanted])
+            return renamed
+        return self._rename_everywhere(value.name, wanted)
+
+    def _rename_everywhere(self, old: str, new: str) -> Value:
+        value = self._values.pop(old)
+        renamed = value.replace(name=new)
+        self._values[new] = renamed
+
+        def swap(v: Value | None) -> Value | None:
+            return renamed if v is not None and v.name == old else v
+
+        self.nodes = [
+            n.replace(inputs=tuple(map(swap, n.inputs)), outputs=tuple(map(swap, n.outputs)))
+            for n in self.nodes
+        ]
+        return renamed
+
+
+def _arity(low: int, high: int | None) -> str:
+    if high is None:
+        return f"at least {low}"
+    return f"exactly {low}" if low == high else f"{low} to {high}"
+
+
+NodeVisitor = Callable[[GraphBuilder, Node, list], "Sequence[Value | None] | None"]
+
+
+def rebuild(
+    graph: Graph,
+    visit: NodeVisitor | None = None,
+    *,
+    input_types: Mapping[str, Type] | None = None,
+    outer_types: Mapping[str, Type] | None = None,
+) -> Graph:
+    """Copy ``graph`` node by node through a builder, re-inferring types.
+
+    ``visit(builder, node, new_inputs)`` may add replacement nodes and return
+    the values that stand for ``node``'s outputs, or return ``None`` to keep
+    the node as it is.  Output names of the graph are preserved.
+    """
+    builder = GraphBuilder(graph.name, graph.opset, outer_types)
+    builder.reserve(graph.values())
+    env: dict[str, Value | None] = {}
+    for value in graph.inputs:
+        new_type = (input_types or {}).get(value.name, value.type)
+        env[value.name] = builder.add_input(value.name, new_type)
+    for name, array in graph.constants.items():
+        env[name] = builder.add_constant(array, name)
+
+    def mapped(v: Value | None) -> Value | None:
+        if v is None:
+            return None
+        if v.name in env:
+            return env[v.name]
+        return builder.lookup(v.name) or v  # defined in an enclosing graph
+
+    for node in graph.nodes:
+        new_inputs = [mapped(v) for v in node.inputs]
+        replacement = visit(builder, node, new_inputs) if visit else None
+        if replacement is None:
+            replacement = builder.add_node(
+                node.op, new_inputs, node.attrs, name=node.name,
+                output_names=[o.name if o is not None else None for o in node.outputs],
+            )
+        for old, new in zip(node.outputs, replacement, strict=True):
+            if old is not None:
+                env[old.name] = new
+    outputs = [env[v.name] if v.name in env else mapped(v) for v in graph.outputs]
+    return builder.build(outputs, [v.name for v in graph.outputs])

@@ -1,0 +1,3 @@
+"""misc ops."""
+
+from __future__ import annotations

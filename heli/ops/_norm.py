@@ -1,0 +1,3 @@
+"""norm ops."""
+
+from __future__ import annotations

@@ -1,0 +1,77 @@
+"""The surface every target implements.
+
+A target is capability data plus a small abstract surface:
+
+* :meth:`Target.supports` says, per node, whether the target can run it
+  (and if not, why), so the partitioner can hand the rest to a fallback;
+* :meth:`Target.compile` turns a (sub)graph into an :class:`Executable`;
+* :meth:`Executable.run` runs it on numpy feeds.
+
+Targets are found through the ``heli.targets`` entry-point group; the
+built-in ones register exactly the way a vendor's plugin package would.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import numpy as np
+
+from heli.ir._graph import Graph, Node
+
+#: The target API version this Heli offers; plugins declare the one they need.
+TARGET_API_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Support:
+    """A capability answer: ``ok``, or not with a ``reason`` a user can read."""
+
+    ok: bool
+    reason: str = ""
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
+SUPPORTED = Support(True)
+
+
+@dataclass
+class CompileOptions:
+    """Options every target receives (targets may ignore what they don't use)."""
+
+    debug: bool = False
+    extra: Mapping[str, object] = field(default_factory=dict)
+
+
+class Executable(abc.ABC):
+    """A compiled (sub)graph, ready to run."""
+
+    @abc.abstractmethod
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run on ``feeds`` (by input name) and return outputs by name."""
+
+
+class Target(abc.ABC):
+    """Base class of every target (built-in or plugin)."""
+
+    #: Registered name, e.g. ``"ref"``.
+    name: ClassVar[str]
+    #: The TARGET_API_VERSION this target was written against.
+    api_version: ClassVar[int] = TARGET_API_VERSION
+    description: ClassVar[str] = ""
+
+    @abc.abstractmethod
+    def supports(self, node: Node) -> Support:
+        """Whether this target can run ``node`` (types are already inferred)."""
+
+    @abc.abstractmethod
+    def compile(self, graph: Graph, options: CompileOptions) -> Executable:
+        """Compile ``graph`` (every node of which :meth:`supports`)."""
+
+    def __repr__(self) -> str:
+        return f"<target {self.name!r}>"

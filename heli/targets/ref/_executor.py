@@ -1,0 +1,133 @@
+"""The reference executor: runs any graph op by op with each op's numpy
+reference semantics from the registry."""
+
+from __future__ import annotations
+
+from collections import ChainMap
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from heli._errors import ExecutionError, HeliError
+from heli.ir._graph import Graph, Node
+from heli.ir._ops import ExecContext
+from heli.ir._types import TensorType
+
+
+@dataclass(frozen=True)
+class _Step:
+    node: Node
+    attrs: dict[str, Any]
+    inputs: tuple[str | None, ...]
+    outputs: tuple[str | None, ...]
+    frees: tuple[str, ...]  # values whose last reader is this step
+
+
+class GraphRunner:
+    """A graph prepared for repeated execution."""
+
+    def __init__(self, graph: Graph, *, check_types: bool = False) -> None:
+        self.graph = graph
+        self.check_types = check_types
+        self._steps = self._plan(graph)
+
+    @staticmethod
+    def _plan(graph: Graph) -> list[_Step]:
+        keep = {v.name for v in graph.outputs} | set(graph.constants)
+        last_use: dict[str, int] = {}
+        for index, node in enumerate(graph.nodes):
+            for v in node.inputs:
+                if v is not None:
+                    last_use[v.name] = index
+        steps = []
+        for index, node in enumerate(graph.nodes):
+            frees = tuple(
+                name for name, last in last_use.items() if last == index and name not in keep
+            )
+            steps.append(
+                _Step(
+                    node=node,
+                    attrs=node.op.resolve_attrs(node.attrs),
+                    inputs=tuple(v.name if v is not None else None for v in node.inputs),
+                    outputs=tuple(v.name if v is not None else None for v in node.outputs),
+                    frees=frees,
+                )
+            )
+        return steps
+
+    def run(self, feeds: Mapping[str, Any], outer: Mapping[str, Any] | None = None) -> list[Any]:
+        """Run on ``feeds``; returns the outputs in graph order."""
+        env: dict[str, Any] = dict(self.graph.constants)
+        env.update(feeds)
+        scope = ChainMap(env, outer) if outer is not None else env
+        with np.errstate(all="ignore"):
+            for step in self._steps:
+                self._run_step(step, env, scope)
+        return [scope[v.name] for v in self.graph.outputs]
+
+    def _run_step(self, step: _Step, env: dict, scope: Mapping) -> None:
+        node = step.node
+        args = [scope[name] if name is not None else None for name in step.inputs]
+        kwargs = dict(step.attrs)
+        if node.op.wants_ctx:
+            kwargs["ctx"] = ExecContext(
+                node_name=node.name,
+                num_outputs=len(step.outputs),
+                output_types=tuple(o.type if o is not None else None for o in node.outputs),
+                run_graph=lambda graph, inputs: run_subgraph(graph, inputs, scope),
+                outer=scope,
+            )
+        try:
+            result = node.op.reference(*args, **kwargs)
+        except HeliError:
+            raise
+        except Exception as error:
+            label = node.name or (step.outputs[0] or node.op.name)
+            raise ExecutionError(
+                f"{node.op.name} node {label!r} failed on the given data: "
+                f"{type(error).__name__}: {error}"
+            ) from error
+        results = result if isinstance(result, tuple | list) else (result,)
+        for name, value, out in zip(step.outputs, results, node.outputs, strict=False):
+            if name is not None:
+                if self.check_types:
+                    _check_type(node, out.type, value)
+                env[name] = value
+        for name in step.frees:
+            env.pop(name, None)
+
+
+_runner_cache: dict[int, tuple[Graph, GraphRunner]] = {}
+
+
+def run_subgraph(graph: Graph, inputs: Sequence[Any], outer: Mapping[str, Any]) -> list[Any]:
+    """Run a subgraph (If branch, Loop body) with positional ``inputs``."""
+    cached = _runner_cache.get(id(graph))
+    if cached is None or cached[0] is not graph:
+        cached = (graph, GraphRunner(graph))
+        _runner_cache[id(graph)] = cached
+    feeds = {v.name: x for v, x in zip(graph.inputs, inputs, strict=False)}
+    return cached[1].run(feeds, outer)
+
+
+def _check_type(node: Node, expected: Any, value: Any) -> None:
+    """Debug check: the array matches the type inference said it would have."""
+    if not isinstance(expected, TensorType) or not isinstance(value, np.ndarray):
+        return
+    label = node.name or node.op.name
+    if value.dtype != expected.dtype.np:
+        raise ExecutionError(
+            f"{node.op.name} node {label!r} produced dtype {value.dtype.name!r} but type "
+            f"inference said {str(expected.dtype)!r} (a Heli bug)."
+        )
+    if expected.shape is not None:
+        same_rank = len(expected.shape) == value.ndim
+        if not same_rank or any(
+            isinstance(d, int) and d != s for d, s in zip(expected.shape, value.shape, strict=False)
+        ):
+            raise ExecutionError(
+                f"{node.op.name} node {label!r} produced shape {list(value.shape)!r} but type "
+                f"inference said {list(expected.shape)!r} (a Heli bug)."
+            )
