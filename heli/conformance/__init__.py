@@ -1,5 +1,6 @@
 """Conformance: ONNX's per-operator cases and the `light` CNNs against any target."""
 
+from heli.conformance._models import light_models, random_array, random_feeds, run_light_model
 from heli.conformance._node import (
     CaseResult,
     case_op,
@@ -12,6 +13,10 @@ from heli.conformance._node import (
 )
 
 __all__ = [
+    "light_models",
+    "random_array",
+    "random_feeds",
+    "run_light_model",
     "CaseResult",
     "case_op",
     "compare_outputs",

@@ -2,7 +2,8 @@
 builder, the verifier, the text printer and ONNX export."""
 
 from heli.ir._builder import GraphBuilder, rebuild
-from heli.ir._graph import Graph, Node, Value, subgraphs_of
+from heli.ir._export import save_onnx, to_onnx
+from heli.ir._graph import Graph, Node, Value, free_names, reads_of, subgraphs_of
 from heli.ir._ops import (
     REQUIRED,
     Attr,
@@ -16,7 +17,9 @@ from heli.ir._ops import (
     get_op,
     op,
 )
+from heli.ir._printer import format_graph
 from heli.ir._types import DType, OptionalType, SequenceType, TensorType, Type, tensor_type_of
+from heli.ir._verify import verify
 
 __all__ = [
     "REQUIRED",
@@ -36,6 +39,12 @@ __all__ = [
     "Type",
     "Value",
     "all_ops",
+    "format_graph",
+    "free_names",
+    "reads_of",
+    "save_onnx",
+    "to_onnx",
+    "verify",
     "find_op",
     "get_op",
     "op",

@@ -9,11 +9,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from heli.ir._types import Type
+from heli.passes._canonicalize import Canonicalize
+from heli.passes._constant_folding import ConstantFolding
+from heli.passes._cse import CommonSubexpressionElimination
 from heli.passes._dce import DeadCodeElimination
 from heli.passes._pass import Pass, PassManager, PassRecord
 from heli.passes._shape_inference import ShapeInference
 
 __all__ = [
+    "Canonicalize",
+    "CommonSubexpressionElimination",
+    "ConstantFolding",
     "DeadCodeElimination",
     "Pass",
     "PassManager",
@@ -28,10 +34,15 @@ def default_pipeline(input_types: Mapping[str, Type] | None = None) -> list[Pass
     """The passes every compile runs, in order."""
     return [
         ShapeInference(dict(input_types or {})),
+        ConstantFolding(),
+        Canonicalize(),
+        CommonSubexpressionElimination(),
+        ConstantFolding(),
         DeadCodeElimination(),
     ]
 
 
 def all_passes() -> list[type[Pass]]:
     """Every pass class, for ``heli passes``."""
-    return [ShapeInference, DeadCodeElimination]
+    return [ShapeInference, ConstantFolding, Canonicalize, CommonSubexpressionElimination,
+            DeadCodeElimination]
