@@ -105,6 +105,7 @@ def run_case(case: Any, runner: Runner, unsupported: tuple[type, ...] = (Unsuppo
     start = time.perf_counter()
     try:
         for inputs, expected in case.data_sets:
+            inputs, expected = _arrays(inputs), _arrays(expected)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 got = runner(case.model, list(inputs))
@@ -120,6 +121,13 @@ def run_case(case: Any, runner: Runner, unsupported: tuple[type, ...] = (Unsuppo
         return CaseResult(case.name, op, "fail", f"{type(error).__name__}: {error}"[:500],
                           time.perf_counter() - start)
     return CaseResult(case.name, op, "pass", "", time.perf_counter() - start)
+
+
+def _arrays(values: Sequence[Any]) -> list[Any]:
+    """Case data as arrays: some cases store TensorProtos (float8, int4 ...)."""
+    from onnx import TensorProto, numpy_helper
+
+    return [numpy_helper.to_array(v) if isinstance(v, TensorProto) else v for v in values]
 
 
 def compare_outputs(expected: Sequence[Any], got: Sequence[Any], rtol: float, atol: float) -> str:

@@ -147,6 +147,40 @@ def _legacy_softmax(node: _Node) -> None:
     node.done = True
 
 
+def _dft_v17(node: _Node) -> None:
+    """Before opset 20, DFT's axis was an attribute defaulting to 1."""
+    node.attrs.setdefault("axis", 1)
+    node.move_attr_to_input("axis", 2)
+
+
+def _roialign_v10(node: _Node) -> None:
+    """Before opset 16, RoiAlign had no pixel shift (output_half_pixel)."""
+    node.attrs.setdefault("coordinate_transformation_mode", "output_half_pixel")
+
+
+def _group_norm_v18(node: _Node) -> None:
+    """Before opset 21, GroupNormalization's scale and bias held one value per
+    group; repeat each over its group's channels (C / num_groups of them)."""
+    groups, x, b = node.attrs.get("num_groups"), node.inputs[0], node.builder
+    shape = getattr(x.type, "shape", None) if x is not None else None
+    channels = shape[1] if shape is not None and len(shape) > 1 else None
+    for index in (1, 2):
+        value = node.inputs[index] if index < len(node.inputs) else None
+        if value is None or not groups:
+            continue
+        known = b.constant_value(value)
+        if isinstance(channels, int) and known is not None:
+            repeated = np.repeat(known.reshape(-1), channels // groups)
+            node.inputs[index] = node.const(repeated, known.dtype)
+            continue
+        (c,) = b.add_node("Shape", [x], {"start": 1, "end": 2})
+        (per_group,) = b.add_node("Div", [c, node.const([groups])])
+        (column,) = b.add_node("Unsqueeze", [value, node.const([1])])
+        (grid,) = b.add_node("Concat", [node.const([groups]), per_group], {"axis": 0})
+        (expanded,) = b.add_node("Expand", [column, grid])
+        (node.inputs[index],) = b.add_node("Reshape", [expanded, node.const([-1])])
+
+
 def _scatter(node: _Node) -> None:
     node.op_type = "ScatterElements"
 
@@ -179,6 +213,9 @@ RULES: dict[str, list[tuple[int, Rule]]] = {
     "LogSoftmax": [(13, _legacy_softmax)],
     "Hardmax": [(13, _legacy_softmax)],
     "Scatter": [(99, _scatter)],
+    "GroupNormalization": [(21, _group_norm_v18)],
+    "DFT": [(20, _dft_v17)],
+    "RoiAlign": [(16, _roialign_v10)],
     **{name: [(7, _drop_broadcast)] for name in
        ("Add", "Sub", "Mul", "Div", "Pow", "And", "Or", "Xor", "Equal", "Greater", "Less",
         "PRelu", "Gemm")},

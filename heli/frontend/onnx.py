@@ -27,7 +27,7 @@ from heli.ir._types import DType, OptionalType, SequenceType, TensorType, Type
 
 __all__ = ["import_onnx", "load_onnx", "MAX_OPSET", "MIN_OPSET"]
 
-MIN_OPSET = 7
+MIN_OPSET = 1
 MAX_OPSET = onnx.defs.onnx_opset_version()
 
 

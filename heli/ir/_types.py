@@ -50,6 +50,8 @@ class DType(enum.Enum):
     FLOAT8E8M0 = ("float8_e8m0fnu", 24)
     UINT2 = ("uint2", 25)
     INT2 = ("int2", 26)
+    FLOAT6E2M3 = ("float6_e2m3fn", 27)
+    FLOAT6E3M2 = ("float6_e3m2fn", 28)
 
     @property
     def onnx(self) -> int:
@@ -120,7 +122,7 @@ _INTS = {
 _FLOATS = {
     DType.FLOAT32, DType.FLOAT16, DType.FLOAT64, DType.BFLOAT16, DType.FLOAT8E4M3FN,
     DType.FLOAT8E4M3FNUZ, DType.FLOAT8E5M2, DType.FLOAT8E5M2FNUZ, DType.FLOAT4E2M1,
-    DType.FLOAT8E8M0,
+    DType.FLOAT8E8M0, DType.FLOAT6E2M3, DType.FLOAT6E3M2,
 }
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
+import ml_dtypes
 import numpy as np
 
 from heli.ir._ops import Attr, InferContext, op
@@ -23,44 +24,15 @@ from heli.ops._infer import broadcast_shapes, tensor_input
 
 _SIGNED_INTS = {DType.INT8, DType.INT16, DType.INT32, DType.INT64, DType.INT4, DType.INT2}
 
-
-def _is_float(d: DType) -> bool:
-    return d.is_float
-
-
-def _is_numeric(d: DType) -> bool:
-    return d.is_float or d.is_int
-
-
-def _is_signed(d: DType) -> bool:
-    return d.is_float or d in _SIGNED_INTS
-
-
-def _is_int(d: DType) -> bool:
-    return d.is_int
-
-
-def _is_bool(d: DType) -> bool:
-    return d is DType.BOOL
-
-
-def _is_comparable(d: DType) -> bool:
-    return _is_numeric(d) or d is DType.BOOL
-
-
-def _is_any(d: DType) -> bool:
-    return True
-
-
-# Kinds of element types, with the words an error message uses for them.
+# Kinds of element types an op accepts, with the words an error message uses.
 _KINDS: dict[str, tuple[Callable[[DType], bool], str]] = {
-    "float": (_is_float, "floating-point"),
-    "numeric": (_is_numeric, "numeric"),
-    "signed": (_is_signed, "signed numeric"),
-    "int": (_is_int, "integer"),
-    "bool": (_is_bool, "bool"),
-    "comparable": (_is_comparable, "numeric or bool"),
-    "any": (_is_any, "any"),
+    "float": (lambda d: d.is_float, "floating-point"),
+    "numeric": (lambda d: d.is_float or d.is_int, "numeric"),
+    "signed": (lambda d: d.is_float or d in _SIGNED_INTS, "signed numeric"),
+    "int": (lambda d: d.is_int, "integer"),
+    "bool": (lambda d: d is DType.BOOL, "bool"),
+    "comparable": (lambda d: d.is_float or d.is_int or d is DType.BOOL, "numeric or bool"),
+    "any": (lambda d: True, "any"),
 }
 
 
@@ -122,17 +94,13 @@ def _nary(kind: str, out: DType | None = None, same: bool = True,
 # --------------------------------------------------------------------------
 
 
+# Floats that numpy (or ml_dtypes) would compute in their own low precision.
+_NARROW_FLOATS = frozenset(d.np for d in DType if d.is_float and d.itemsize < 4)
+
+
 def _wide(x: np.ndarray) -> np.ndarray:
     """``x`` in a dtype numpy computes well: narrow floats become float32."""
-    if x.dtype.kind == "V" or (x.dtype.kind == "f" and x.dtype.itemsize < 4) or (
-        x.dtype.kind not in "biufcOUS?"
-    ):
-        return x.astype(np.float32)
-    return x
-
-
-def _narrow_float(x: np.ndarray) -> bool:
-    return x.dtype != _wide(x).dtype
+    return x.astype(np.float32) if x.dtype in _NARROW_FLOATS else x
 
 
 def _result(value, dtype: np.dtype) -> np.ndarray:
@@ -150,14 +118,18 @@ def _float_unary(fn: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray
 
 
 _SQRT_PI = math.sqrt(math.pi)
+# Coefficients 2^n / (1*3*5*...*(2n+1)) of erf's positive series (see _erf).
+_ERF_SERIES = [1.0]
+for _n in range(1, 33):
+    _ERF_SERIES.append(_ERF_SERIES[-1] * 2.0 / (2 * _n + 1))
 
 
 def _erf(x: np.ndarray) -> np.ndarray:
     """erf in float64 to about 1e-15 relative error (numpy has no erf).
 
-    |x| < 2: the everywhere-positive series
-        erf(x) = 2/sqrt(pi) * exp(-x^2) * sum_n 2^n x^(2n+1) / (1*3*...*(2n+1)),
-    which has no cancellation; |x| >= 2: the continued fraction
+    |x| < 2: the series with only positive terms, so no cancellation,
+        erf(x) = 2/sqrt(pi) * x * exp(-x^2) * sum_n 2^n x^(2n) / (1*3*...*(2n+1));
+    |x| >= 2: the continued fraction
         erfc(x) = exp(-x^2) / sqrt(pi) / (x + (1/2)/(x + 1/(x + (3/2)/(x + ...)))).
     """
     x = np.asarray(x, dtype=np.float64)
@@ -167,19 +139,18 @@ def _erf(x: np.ndarray) -> np.ndarray:
 
     xs = a[small]
     x2 = xs * xs
-    term = xs.copy()
-    total = xs.copy()
-    for n in range(1, 33):
-        term *= (2.0 / (2 * n + 1)) * x2
-        total += term
-    out[small] = (2.0 / _SQRT_PI) * np.exp(-x2) * total
+    series = np.full_like(xs, _ERF_SERIES[-1])
+    for c in reversed(_ERF_SERIES[:-1]):  # Horner in x^2
+        series *= x2
+        series += c
+    out[small] = (2.0 / _SQRT_PI) * xs * np.exp(-x2) * series
 
-    xl = a[~small]
+    xl = a[~small]  # also inf and NaN, which come out as 1 and NaN
     frac = xl.copy()
     for k in range(40, 0, -1):
         frac = xl + (k / 2.0) / frac
     out[~small] = 1.0 - np.exp(-xl * xl) / (_SQRT_PI * frac)
-    # copysign keeps -0.0 and NaN as they are.
+    # copysign keeps -0.0 and the sign of the input.
     return np.copysign(out, x)
 
 
@@ -210,45 +181,36 @@ def _register_unary(name: str, kind: str, fn: Callable[[np.ndarray], np.ndarray]
     op(name, infer=_unary(kind), inputs=1)(fn)
 
 
-def _float_op(ufunc: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
-    return _float_unary(ufunc)
-
-
-def _exact_op(ufunc: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
-    """Ops exact in any dtype (abs, neg, sign): computed in the input's dtype,
-    narrow floats through float32."""
-    return _float_unary(ufunc)
-
-
 for _name, _kind, _fn, _doc in [
-    ("Abs", "numeric", _exact_op(np.abs), "Elementwise |x|."),
-    ("Neg", "signed", _exact_op(np.negative), "Elementwise -x (integers wrap)."),
-    ("Sign", "numeric", _exact_op(np.sign), "Elementwise sign: -1, 0 or 1."),
-    ("Reciprocal", "float", _float_op(np.reciprocal), "Elementwise 1 / x."),
-    ("Floor", "float", _float_op(np.floor), "Elementwise floor."),
-    ("Ceil", "float", _float_op(np.ceil), "Elementwise ceiling."),
-    ("Round", "float", _float_op(np.rint), "Round to the nearest integer, halves to even."),
-    ("Sqrt", "float", _float_op(np.sqrt), "Elementwise square root."),
-    ("Exp", "float", _float_op(np.exp), "Elementwise e^x."),
-    ("Log", "float", _float_op(np.log), "Elementwise natural logarithm."),
-    ("Sin", "float", _float_op(np.sin), "Elementwise sine."),
-    ("Cos", "float", _float_op(np.cos), "Elementwise cosine."),
-    ("Tan", "float", _float_op(np.tan), "Elementwise tangent."),
-    ("Asin", "float", _float_op(np.arcsin), "Elementwise arcsine."),
-    ("Acos", "float", _float_op(np.arccos), "Elementwise arccosine."),
-    ("Atan", "float", _float_op(np.arctan), "Elementwise arctangent."),
-    ("Sinh", "float", _float_op(np.sinh), "Elementwise hyperbolic sine."),
-    ("Cosh", "float", _float_op(np.cosh), "Elementwise hyperbolic cosine."),
-    ("Asinh", "float", _float_op(np.arcsinh), "Elementwise inverse hyperbolic sine."),
-    ("Acosh", "float", _float_op(np.arccosh), "Elementwise inverse hyperbolic cosine."),
-    ("Atanh", "float", _float_op(np.arctanh), "Elementwise inverse hyperbolic tangent."),
-    ("Tanh", "float", _float_op(np.tanh), "Elementwise hyperbolic tangent."),
-    ("Sigmoid", "float", _float_op(_sigmoid), "Elementwise 1 / (1 + exp(-x))."),
-    ("Softplus", "float", _float_op(_softplus), "Elementwise log(1 + exp(x))."),
-    ("Softsign", "float", _float_op(lambda x: x / (1 + np.abs(x))), "Elementwise x / (1 + |x|)."),
-    ("Mish", "float", _float_op(lambda x: x * np.tanh(_softplus(x))),
+    ("Abs", "numeric", _float_unary(np.abs), "Elementwise |x|."),
+    ("Neg", "signed", _float_unary(np.negative), "Elementwise -x (integers wrap)."),
+    ("Sign", "numeric", _float_unary(np.sign), "Elementwise sign: -1, 0 or 1."),
+    ("Reciprocal", "float", _float_unary(np.reciprocal), "Elementwise 1 / x."),
+    ("Floor", "float", _float_unary(np.floor), "Elementwise floor."),
+    ("Ceil", "float", _float_unary(np.ceil), "Elementwise ceiling."),
+    ("Round", "float", _float_unary(np.rint), "Round to the nearest integer, halves to even."),
+    ("Sqrt", "float", _float_unary(np.sqrt), "Elementwise square root."),
+    ("Exp", "float", _float_unary(np.exp), "Elementwise e^x."),
+    ("Log", "float", _float_unary(np.log), "Elementwise natural logarithm."),
+    ("Sin", "float", _float_unary(np.sin), "Elementwise sine."),
+    ("Cos", "float", _float_unary(np.cos), "Elementwise cosine."),
+    ("Tan", "float", _float_unary(np.tan), "Elementwise tangent."),
+    ("Asin", "float", _float_unary(np.arcsin), "Elementwise arcsine."),
+    ("Acos", "float", _float_unary(np.arccos), "Elementwise arccosine."),
+    ("Atan", "float", _float_unary(np.arctan), "Elementwise arctangent."),
+    ("Sinh", "float", _float_unary(np.sinh), "Elementwise hyperbolic sine."),
+    ("Cosh", "float", _float_unary(np.cosh), "Elementwise hyperbolic cosine."),
+    ("Asinh", "float", _float_unary(np.arcsinh), "Elementwise inverse hyperbolic sine."),
+    ("Acosh", "float", _float_unary(np.arccosh), "Elementwise inverse hyperbolic cosine."),
+    ("Atanh", "float", _float_unary(np.arctanh), "Elementwise inverse hyperbolic tangent."),
+    ("Tanh", "float", _float_unary(np.tanh), "Elementwise hyperbolic tangent."),
+    ("Sigmoid", "float", _float_unary(_sigmoid), "Elementwise 1 / (1 + exp(-x))."),
+    ("Softplus", "float", _float_unary(_softplus), "Elementwise log(1 + exp(x))."),
+    ("Softsign", "float", _float_unary(lambda x: x / (1 + np.abs(x))),
+     "Elementwise x / (1 + |x|)."),
+    ("Mish", "float", _float_unary(lambda x: x * np.tanh(_softplus(x))),
      "Elementwise x * tanh(softplus(x))."),
-    ("Relu", "signed", _exact_op(lambda x: np.maximum(x, 0)), "Elementwise max(x, 0)."),
+    ("Relu", "signed", _float_unary(lambda x: np.maximum(x, 0)), "Elementwise max(x, 0)."),
 ]:
     _register_unary(_name, _kind, _fn, _doc)
 
@@ -395,13 +357,24 @@ def prelu(x, slope):
 
 @op("Clip", infer=_unary("numeric"), inputs=(1, 3))
 def clip(x, lo=None, hi=None):
-    """min(hi, max(x, lo)): hi wins where lo > hi; a missing bound does not clip."""
+    """min(hi, max(x, lo)): hi wins where lo > hi.  A missing bound is the
+    dtype's lowest / highest finite value, so floats clip infinities too."""
     w = _wide(x)
+    lo = _clip_bound(lo, "min") if lo is not None else _float_limit(x.dtype, "min")
+    hi = _clip_bound(hi, "max") if hi is not None else _float_limit(x.dtype, "max")
     if lo is not None:
-        w = np.maximum(w, _clip_bound(lo, "min").astype(w.dtype))
+        w = np.maximum(w, np.asarray(lo).astype(w.dtype))
     if hi is not None:
-        w = np.minimum(w, _clip_bound(hi, "max").astype(w.dtype))
+        w = np.minimum(w, np.asarray(hi).astype(w.dtype))
     return _result(w, x.dtype)
+
+
+def _float_limit(dtype: np.dtype, which: str):
+    """A float dtype's lowest or highest finite value; None for integers,
+    whose range already is the whole dtype."""
+    if dtype.kind in "iub":
+        return None
+    return getattr(ml_dtypes.finfo(dtype), which)
 
 
 def _clip_bound(bound: np.ndarray, what: str) -> np.ndarray:
@@ -490,11 +463,14 @@ def _int_pow(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     if np.any(negative & (x == 0)):
         raise ValueError("Integer 0 cannot be raised to a negative power.")
     wide = np.uint64 if x.dtype.kind == "u" else np.int64
-    # Huge exponents only matter through their parity (x is 0, 1 or -1, or
-    # the power wraps to a value fixed by ... squaring); cap them to fit int64.
-    big = y > 2**62 if y.dtype.kind == "u" else np.zeros(y.shape, dtype=bool)
     e = np.where(negative, 0, y)
-    e = np.where(big, 2**62 + (e & 1), e).astype(wide)
+    # Powers wrap modulo 2**64, where odd bases repeat with a period dividing
+    # 2**62 and even ones are 0 from exponent 64 on: an exponent reduced into
+    # [2**62, 2**63) gives the same result and fits int64.
+    if e.dtype.itemsize == 8:
+        period = 2**62
+        e = np.where(e >= period, e % period + period, e)
+    e = e.astype(wide)
     z = np.power(x.astype(wide), e)
     if np.any(negative):
         odd = (y & 1).astype(bool)

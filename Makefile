@@ -1,0 +1,43 @@
+# Heli's two entry points: `make demo` (the main job) and `make test`.
+# Each sets up everything it needs (.venv in the repo, pinned packages) on a
+# fresh machine and is safe to run again.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.heli-installed
+JOBS   ?= 2
+
+.PHONY: all demo test lint conformance lock clean venv
+
+all: test
+
+$(STAMP): pyproject.toml requirements/lock.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "Installing pinned dependencies into $(VENV) (first run only)..."
+	# torch first, from its CPU wheel, so nothing can pull a CUDA build.
+	$(PY) -m pip install --quiet --disable-pip-version-check torch==2.13.0
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements/lock.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) examples/demo.py --target ref
+
+test: $(STAMP)
+	$(PY) -m pytest -n $(JOBS) -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check heli tests examples scripts
+
+conformance: $(STAMP)
+	$(VENV)/bin/heli conformance --target ref --compare onnxruntime
+
+# Re-pin every package from the current .venv.
+lock:
+	$(PY) -m pip freeze --exclude-editable | grep -v '^heli' > requirements/lock.txt
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info
