@@ -58,7 +58,7 @@ def compile(
         compiled = [(seg, seg.target.compile(seg.graph, options)) for seg in segments]
 
         def run(feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-            env = dict(feeds)
+            env = {**optimized.constants, **feeds}  # an output may be a (folded) constant
             for seg, exe in compiled:
                 env.update(exe.run({v.name: env[v.name] for v in seg.graph.inputs}))
             return {v.name: env[v.name] for v in optimized.outputs}

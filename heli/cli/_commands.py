@@ -104,6 +104,9 @@ def cmd_info(args: argparse.Namespace) -> int:
     console.print(hist)
     console.print(f"parameters: {stats.parameters:,} ({_format_count(stats.parameter_bytes, 'B')})")
     if optimized is None:
+        if args.print_ir or args.save_optimized:
+            raise InputError("--print-ir and --save-optimized need static shapes: give "
+                             "--input-shape for every dynamic input.")
         dynamic = [v.name for v in graph.inputs if not getattr(v.type, "is_static", True)]
         console.print(f"FLOPs: unknown (dynamic inputs {dynamic!r}; give --input-shape)")
     else:
@@ -112,6 +115,11 @@ def cmd_info(args: argparse.Namespace) -> int:
         console.print(f"nodes after optimization: {len(optimized.nodes)}")
         if args.print_ir:
             console.print(str(optimized), markup=False, highlight=False)
+        if args.save_optimized:
+            from heli.ir import save_onnx
+
+            save_onnx(optimized, args.save_optimized)
+            console.print(f"saved the optimized graph to {args.save_optimized}")
     return 0
 
 

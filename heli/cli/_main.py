@@ -38,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--input-shape", action="append", default=[], metavar="NAME=D0,D1,...",
                       help="bind a dynamic input shape (repeatable)")
     info.add_argument("--print-ir", action="store_true", help="print the optimized graph")
+    info.add_argument("--save-optimized", metavar="FILE.onnx",
+                      help="write the optimized graph as ONNX (open it in Netron)")
     info.set_defaults(func=c.cmd_info)
 
     run = sub.add_parser("run", help="compile and run a model")

@@ -181,6 +181,34 @@ def _group_norm_v18(node: _Node) -> None:
         (node.inputs[index],) = b.add_node("Reshape", [expanded, node.const([-1])])
 
 
+def _scan_v8(node: _Node) -> None:
+    """Before opset 9, Scan had a batch axis 0 on every input and output (and a
+    first input sequence_lens): run the newer Scan once per batch entry, in a
+    Loop whose scan outputs stack the per-entry results along axis 0."""
+    from heli._errors import UnsupportedError
+    from heli.ir._types import DType, TensorType
+
+    b, values = node.builder, node.inputs[1:]
+    if node.inputs and node.inputs[0] is not None:
+        raise UnsupportedError(f"Scan node {node.name!r} (opset 8) uses sequence_lens, which "
+                               "Heli does not support; re-export the model with opset 9 or newer.")
+    attrs = {"body": node.attrs.pop("body"), "num_scan_inputs": node.attrs.pop("num_scan_inputs")}
+    if node.attrs.get("directions"):
+        attrs["scan_input_directions"] = node.attrs.pop("directions")
+    outer = {**b.outer_types, **{k: v.type for k, v in b._values.items()}}
+    inner = GraphBuilder(f"{node.name or 'scan'}_per_batch", b.opset, outer)
+    index = inner.add_input(inner.fresh_name("batch_index"), TensorType(DType.INT64, ()))
+    cond = inner.add_input(inner.fresh_name("cond"), TensorType(DType.BOOL, ()))
+    picked = [inner.add_node("Gather", [v, index], {"axis": 0})[0] for v in values]
+    results = inner.add_node("Scan", picked, attrs, num_outputs=len(node.output_names))
+    (cond_out,) = inner.add_node("Identity", [cond])
+    body = inner.build([cond_out, *results])
+    (batch,) = b.add_node("Shape", [values[0]], {"start": 0, "end": 1})
+    (count,) = b.add_node("Squeeze", [batch, node.const([0])])
+    b.add_node("Loop", [count], {"body": body}, name=node.name, output_names=node.output_names)
+    node.done = True
+
+
 def _scatter(node: _Node) -> None:
     node.op_type = "ScatterElements"
 
@@ -213,6 +241,7 @@ RULES: dict[str, list[tuple[int, Rule]]] = {
     "LogSoftmax": [(13, _legacy_softmax)],
     "Hardmax": [(13, _legacy_softmax)],
     "Scatter": [(99, _scatter)],
+    "Scan": [(9, _scan_v8)],
     "GroupNormalization": [(21, _group_norm_v18)],
     "DFT": [(20, _dft_v17)],
     "RoiAlign": [(16, _roialign_v10)],

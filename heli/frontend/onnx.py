@@ -247,7 +247,9 @@ class _Importer:
         which = dim.WhichOneof("value")
         if which == "dim_value" and dim.dim_value >= 0:
             return int(dim.dim_value)
-        if which == "dim_param" and dim.dim_param:
+        # Some exporters write "?" for every unknown dimension: those are not
+        # one shared symbol, so each gets a fresh name.
+        if which == "dim_param" and dim.dim_param and dim.dim_param not in ("?", "-1"):
             return dim.dim_param
         self._unknown += 1
         return f"unk__{self._unknown}"

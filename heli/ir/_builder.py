@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from heli._errors import HeliError, ModelLoadError, ShapeError
-from heli.ir._graph import Graph, Node, Value, freeze
+from heli.ir._graph import Graph, Node, Value, free_names, freeze, subgraphs_of
 from heli.ir._ops import InferContext, OpDef, get_op
 from heli.ir._types import Type, tensor_type_of
 
@@ -34,6 +34,8 @@ class GraphBuilder:
         self._values: dict[str, Value] = {}
         self._reserved: set[str] = set()
         self._counter = 0
+        # During rebuild(): the new value standing for each old value name.
+        self.env: dict[str, Value | None] = {}
 
     # -- names ---------------------------------------------------------------
     def fresh_name(self, hint: str = "v") -> str:
@@ -43,6 +45,7 @@ class GraphBuilder:
         while self._taken(candidate) or candidate in self._reserved:
             self._counter += 1
             candidate = f"{hint}_{self._counter}"
+        self._reserved.add(candidate)  # two calls before either name is defined differ
         return candidate
 
     def reserve(self, names: Iterable[str]) -> None:
@@ -78,6 +81,14 @@ class GraphBuilder:
             return None
         return self.constants.get(value.name)
 
+    def current(self, old: Value | None) -> Value | None:
+        """During :func:`rebuild`: the value that now stands for ``old``."""
+        if old is None:
+            return None
+        if old.name in self.env:
+            return self.env[old.name]
+        return self.lookup(old.name)
+
     def lookup(self, name: str) -> Value | None:
         if name in self._values:
             return self._values[name]
@@ -107,7 +118,10 @@ class GraphBuilder:
         if output_names is None:
             count = num_outputs if num_outputs is not None else opdef.min_outputs
             base = name or opdef.name.lower()
-            output_names = [self.fresh_name(base) for _ in range(count)]
+            output_names = []
+            for _ in range(count):
+                output_names.append(self.fresh_name(base))
+                self._reserved.add(output_names[-1])
         label = name or (output_names[0] if output_names and output_names[0] else opdef.name)
         self._check_arity(opdef, label, len(inputs), len(output_names))
         attrs = dict(attrs or {})
@@ -251,7 +265,9 @@ def rebuild(
     """
     builder = GraphBuilder(graph.name, graph.opset, outer_types)
     builder.reserve(graph.values())
-    env: dict[str, Value | None] = {}
+    captured = {name for node in graph.nodes for sub in subgraphs_of(node)
+                for name in free_names(sub)}
+    env = builder.env
     for value in graph.inputs:
         new_type = (input_types or {}).get(value.name, value.type)
         env[value.name] = builder.add_input(value.name, new_type)
@@ -275,6 +291,9 @@ def rebuild(
             )
         for old, new in zip(node.outputs, replacement, strict=True):
             if old is not None:
+                if new is not None and new.name != old.name and old.name in captured:
+                    # Subgraphs read outer values by name: keep the old name defined.
+                    (new,) = builder.add_node("Identity", [new], output_names=[old.name])
                 env[old.name] = new
     outputs = [env[v.name] if v.name in env else mapped(v) for v in graph.outputs]
     return builder.build(outputs, [v.name for v in graph.outputs])

@@ -11,7 +11,7 @@ from heli.ops._infer import same_as_input
 
 @op("Identity", infer=same_as_input(0), inputs=1)
 def identity(x):
-    return x
+    return (x,)  # a 1-tuple, so that a sequence (a list) stays one output
 
 
 def _constant_infer(ctx):

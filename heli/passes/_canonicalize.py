@@ -84,7 +84,7 @@ def _fold_batchnorm(site: _Site):
     if conv is None:
         return None
     b = site.builder
-    weight = b.constant_value(b.lookup(conv.inputs[1].name)) if conv.inputs[1] else None
+    weight = b.constant_value(b.current(conv.inputs[1]))
     if weight is None or weight.dtype != np.float32:
         return None
     scale, bias, mean, var = (p.astype(np.float64) for p in params)
@@ -101,12 +101,12 @@ def _fold_batchnorm(site: _Site):
         per_group = factor.reshape(group, 1, -1, *([1] * (weight.ndim - 2)))
         grouped = weight.reshape(group, -1, weight.shape[1], *weight.shape[2:])
         new_weight = (grouped * per_group).reshape(weight.shape)
-    old_bias = b.constant_value(b.lookup(conv.inputs[2].name)) if (
+    old_bias = b.constant_value(b.current(conv.inputs[2])) if (
         len(conv.inputs) > 2 and conv.inputs[2] is not None) else np.zeros(out_channels)
     if old_bias is None:
         return None
     new_bias = (old_bias.astype(np.float64) - mean) * factor + bias
-    x = b.lookup(conv.inputs[0].name)
+    x = b.current(conv.inputs[0])
     w = b.add_constant(new_weight.astype(np.float32), b.fresh_name(f"{conv.name or 'conv'}_w"))
     c = b.add_constant(new_bias.astype(np.float32), b.fresh_name(f"{conv.name or 'conv'}_b"))
     return b.add_node(conv.op, [x, w, c], conv.attrs, name=conv.name or site.node.name)
@@ -121,7 +121,7 @@ def _matmul_add_to_gemm(site: _Site):
     else:
         return None
     b = site.builder
-    a_value, w_value = (b.lookup(v.name) for v in matmul.inputs)
+    a_value, w_value = (b.current(v) for v in matmul.inputs)
     weight = b.constant_value(w_value)
     a_type = a_value.type if a_value is not None else None
     if weight is None or weight.ndim != 2 or not isinstance(a_type, TensorType):

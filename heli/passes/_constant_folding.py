@@ -15,6 +15,7 @@ import numpy as np
 
 from heli.ir._builder import GraphBuilder, rebuild
 from heli.ir._graph import Graph, Node, Value, subgraphs_of
+from heli.ir._ops import ExecContext
 from heli.ir._types import TensorType
 from heli.passes._pass import Pass
 
@@ -38,6 +39,10 @@ def _fold_shape(node: Node, inputs: list[Value | None]) -> list[np.ndarray] | No
 def _fold_size(node: Node, inputs: list[Value | None]) -> list[np.ndarray] | None:
     shape = _static_shape(inputs[0])
     return None if shape is None else [np.array(int(np.prod(shape)), dtype=np.int64)]
+
+
+def _no_subgraphs(*args, **kwargs):
+    raise RuntimeError("constant folding does not run subgraphs")
 
 
 # Ops whose result follows from static input shapes alone.
@@ -66,7 +71,7 @@ class ConstantFolding(Pass):
         return rebuild(graph, visit)
 
     def _fold(self, builder: GraphBuilder, node: Node, inputs: list[Value | None]):
-        if not node.op.deterministic or node.op.wants_ctx or any(subgraphs_of(node)):
+        if not node.op.deterministic or any(subgraphs_of(node)):
             return None
         if node.op.name in SHAPE_FOLDERS and not node.op.domain:
             return SHAPE_FOLDERS[node.op.name](node, inputs)
@@ -75,9 +80,16 @@ class ConstantFolding(Pass):
             return None
         if not all(isinstance(o.type, TensorType) for o in node.outputs if o is not None):
             return None
+        kwargs = node.op.resolve_attrs(node.attrs)
+        if node.op.wants_ctx:
+            kwargs["ctx"] = ExecContext(
+                node_name=node.name, num_outputs=len(node.outputs),
+                output_types=tuple(o.type if o is not None else None for o in node.outputs),
+                run_graph=_no_subgraphs, outer={},
+            )
         try:
             with np.errstate(all="ignore"):
-                result = node.op.reference(*values, **node.op.resolve_attrs(node.attrs))
+                result = node.op.reference(*values, **kwargs)
         except Exception:
             return None  # leave it for run time, where the error names the node
         arrays = list(result) if isinstance(result, tuple | list) else [result]

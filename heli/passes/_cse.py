@@ -15,6 +15,7 @@ import numpy as np
 
 from heli.ir._builder import GraphBuilder, rebuild
 from heli.ir._graph import Graph, Node, Value, free_names, subgraphs_of
+from heli.ir._types import tensor_type_of
 from heli.passes._pass import Pass
 
 
@@ -82,10 +83,11 @@ class CommonSubexpressionElimination(Pass):
         alias = {k: v for k, v in alias.items() if k not in keep}
         if not alias:
             return graph
-        values = graph.values()
-
         def swap(v: Value | None) -> Value | None:
-            return values[alias[v.name]] if v is not None and v.name in alias else v
+            if v is None or v.name not in alias:
+                return v
+            kept = alias[v.name]
+            return Value(kept, tensor_type_of(graph.constants[kept]))
 
         nodes = tuple(n.replace(inputs=tuple(map(swap, n.inputs))) for n in graph.nodes)
         constants = {k: v for k, v in graph.constants.items() if k not in alias}

@@ -38,7 +38,7 @@ def test_info(model_path):
     result = heli("info", model_path, "--input-shape", "x=2,4")
     assert result.returncode == 0, result.stderr
     assert "MatMul" in result.stdout and "parameters: 12" in result.stdout
-    assert "FLOPs: 72" in result.stdout  # 2*3 outputs * 4 MACs * 2 + 6 relu
+    assert "FLOPs: 54" in result.stdout  # 6 outputs * 4 MACs * 2 FLOPs + 6 for Relu
 
 
 def test_run_with_random_inputs_and_saved_outputs(model_path, tmp_path):

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from heli._errors import ExecutionError, HeliError
-from heli.ir._graph import Graph, Node
+from heli.ir._graph import Graph, Node, reads_of
 from heli.ir._ops import ExecContext
 from heli.ir._types import TensorType
 
@@ -38,9 +38,8 @@ class GraphRunner:
         keep = {v.name for v in graph.outputs} | set(graph.constants)
         last_use: dict[str, int] = {}
         for index, node in enumerate(graph.nodes):
-            for v in node.inputs:
-                if v is not None:
-                    last_use[v.name] = index
+            for name in reads_of(node):  # operands and values its subgraphs capture
+                last_use[name] = index
         steps = []
         for index, node in enumerate(graph.nodes):
             frees = tuple(
