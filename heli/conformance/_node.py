@@ -79,18 +79,91 @@ def heli_runner(target: str, debug: bool = True) -> Runner:
 
 
 def onnxruntime_runner() -> Runner:
-    """Runs a case's model on ONNX Runtime (the anchor)."""
+    """Runs a case's model on ONNX Runtime (the anchor).
+
+    ORT's Python binding takes exotic element types (bfloat16, float8, int4 ...)
+    only as raw bits tagged with their ONNX type, and returns them as raw bits;
+    this runner does both conversions so that ORT is judged on its kernels,
+    not on its binding.
+    """
     import onnxruntime as ort
+
+    def feed(value: Any, type_proto: Any) -> Any:
+        if isinstance(value, np.generic):
+            value = np.asarray(value)
+        if not isinstance(value, np.ndarray) or type_proto.WhichOneof("value") != "tensor_type":
+            return value
+        code = type_proto.tensor_type.elem_type
+        if value.dtype.kind == "V" or type(value.dtype).__module__.startswith("ml_dtypes") or (
+            value.dtype.names is None and value.dtype.type.__module__ == "ml_dtypes"
+        ):
+            raw = value.view(np.uint16 if value.dtype.itemsize == 2 else np.uint8)
+            return ort.OrtValue.ortvalue_from_numpy_with_onnx_type(raw, code)
+        return value
 
     def run(model: Any, inputs: list[Any]) -> list[Any]:
         options = ort.SessionOptions()
         options.log_severity_level = 4
         session = ort.InferenceSession(model.SerializeToString(), options,
                                        providers=["CPUExecutionProvider"])
+        declared = {i.name: i.type for i in model.graph.input}
         names = [i.name for i in session.get_inputs()]
-        return session.run(None, dict(zip(names, inputs, strict=False)))
+        feeds = {n: feed(x, declared[n]) for n, x in zip(names, inputs, strict=False)}
+        if not all(isinstance(v, ort.OrtValue | np.ndarray) for v in feeds.values()):
+            outputs = session.run(None, feeds)  # sequences, optionals: plain run
+            return [_from_raw(o, p.type) for o, p in zip(outputs, model.graph.output, strict=False)]
+        binding = session.io_binding()
+        for name, value in feeds.items():
+            if isinstance(value, ort.OrtValue):
+                binding.bind_ortvalue_input(name, value)
+            else:
+                binding.bind_cpu_input(name, value)
+        raw_outputs = {}
+        for out in model.graph.output:
+            backing = _raw_backing(out.type)
+            if backing is None:
+                binding.bind_output(out.name)
+                continue
+            raw_outputs[out.name] = backing
+            binding.bind_ortvalue_output(out.name, ort.OrtValue.ortvalue_from_numpy_with_onnx_type(
+                backing, out.type.tensor_type.elem_type))
+        session.run_with_iobinding(binding)
+        results = binding.get_outputs()
+        return [
+            _from_raw(raw_outputs[out.name], out.type) if out.name in raw_outputs else value.numpy()
+            for out, value in zip(model.graph.output, results, strict=True)
+        ]
 
     return run
+
+
+_RAW_WIDTH = {16: np.uint16, 17: np.uint8, 18: np.uint8, 19: np.uint8, 20: np.uint8, 24: np.uint8}
+
+
+def _raw_backing(type_proto: Any) -> np.ndarray | None:
+    """A raw buffer for an output of an 8/16-bit exotic type with a static shape."""
+    if type_proto.WhichOneof("value") != "tensor_type":
+        return None
+    tensor = type_proto.tensor_type
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim]
+    if tensor.elem_type not in _RAW_WIDTH or not tensor.HasField("shape") or None in dims:
+        return None
+    return np.zeros(dims, _RAW_WIDTH[tensor.elem_type])
+
+
+def _from_raw(value: Any, type_proto: Any) -> Any:
+    """ORT returns exotic element types as raw bits: view them as the real type."""
+    if not isinstance(value, np.ndarray) or type_proto.WhichOneof("value") != "tensor_type":
+        return value
+    from heli.ir._types import DType
+
+    try:
+        want = DType.from_onnx(type_proto.tensor_type.elem_type).np
+    except Exception:
+        return value
+    if want != value.dtype and want.itemsize == value.dtype.itemsize and want.kind != "O":
+        return value.view(want)
+    return value
 
 
 def _real_inputs(model: Any) -> list[Any]:

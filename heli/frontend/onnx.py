@@ -146,8 +146,9 @@ class _Importer:
         self.opset = opset
         self._unknown = 0
 
-    def graph(self, proto: onnx.GraphProto, outer: Mapping[str, Type]) -> Graph:
-        builder = GraphBuilder(proto.name or "main", self.opset, outer)
+    def graph(self, proto: onnx.GraphProto, outer: Mapping[str, Type], sub: bool = False
+              ) -> Graph:
+        builder = GraphBuilder(proto.name or "main", self.opset, outer, lenient=sub)
         initializers = {t.name: t for t in proto.initializer}
         for sparse in proto.sparse_initializer:
             initializers[sparse.values.name] = sparse
@@ -202,7 +203,7 @@ class _Importer:
         if kind == A.SPARSE_TENSOR:
             return tensor_to_array(attr.sparse_tensor)
         if kind == A.GRAPH:
-            return self.graph(attr.g, self._visible_types(builder))
+            return self.graph(attr.g, self._visible_types(builder), sub=True)
         if kind == A.FLOATS:
             return tuple(float(f) for f in attr.floats)
         if kind == A.INTS:
@@ -212,7 +213,8 @@ class _Importer:
         if kind == A.TENSORS:
             return tuple(tensor_to_array(t) for t in attr.tensors)
         if kind == A.GRAPHS:
-            return tuple(self.graph(g, self._visible_types(builder)) for g in attr.graphs)
+            return tuple(self.graph(g, self._visible_types(builder), sub=True)
+                         for g in attr.graphs)
         if kind == A.TYPE_PROTO:
             return self.type(attr.tp, attr.name)
         if kind == A.TYPE_PROTOS:

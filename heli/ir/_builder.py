@@ -23,10 +23,15 @@ class GraphBuilder:
     """Accumulates inputs, constants and nodes, then :meth:`build` s a Graph."""
 
     def __init__(
-        self, name: str = "main", opset: int = 0, outer_types: Mapping[str, Type] | None = None
+        self, name: str = "main", opset: int = 0, outer_types: Mapping[str, Type] | None = None,
+        *, lenient: bool = False,
     ) -> None:
         self.name = name
         self.opset = opset
+        # Lenient (for subgraphs): a node whose inference rejects its input
+        # types gets unknown output types, since it may never run (the branch
+        # of an If not taken for these shapes); running it raises the error.
+        self.lenient = lenient
         self.outer_types = dict(outer_types or {})
         self.inputs: list[Value] = []
         self.constants: dict[str, np.ndarray] = {}
@@ -172,13 +177,17 @@ class GraphBuilder:
         )
         try:
             types = list(opdef.infer(ctx))
-        except HeliError:
-            raise
+        except HeliError as error:
+            if not (self.lenient and isinstance(error, ShapeError)):
+                raise
+            types = []
         except Exception as error:  # a malformed model trips an inference rule
-            raise ShapeError(
-                f"{opdef.name} node {label!r}: type inference failed "
-                f"({type(error).__name__}: {error})."
-            ) from None
+            if not self.lenient:
+                raise ShapeError(
+                    f"{opdef.name} node {label!r}: type inference failed "
+                    f"({type(error).__name__}: {error})."
+                ) from None
+            types = []
         types += [None] * (n_out - len(types))
         return types[:n_out]
 

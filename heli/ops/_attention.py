@@ -259,7 +259,17 @@ def attention(q, k, v, attn_mask=None, past_key=None, past_value=None, nonpad_kv
 # --------------------------------------------------------------------------- RotaryEmbedding
 
 
-@op("RotaryEmbedding", infer=same_as_input(0), inputs=(3, 4),
+def _rotary_infer(ctx: InferContext) -> list[Type | None]:
+    shape = input_shape(ctx, 0)
+    if shape is not None:
+        if len(shape) not in (3, 4):
+            raise ctx.error(f"the input must be 3-D or 4-D, got shape {list(shape)!r}.")
+        if len(shape) == 3 and not ctx.attrs["num_heads"]:
+            raise ctx.error("a 3-D input needs the num_heads attribute.")
+    return same_as_input(0)(ctx)
+
+
+@op("RotaryEmbedding", infer=_rotary_infer, inputs=(3, 4),
     attrs={"interleaved": Attr.INT(0), "num_heads": Attr.INT(None),
            "rotary_embedding_dim": Attr.INT(0)})
 def rotary_embedding(x, cos_cache, sin_cache, position_ids=None, *, interleaved, num_heads,

@@ -72,7 +72,7 @@ def _cast(x: np.ndarray, to: DType, saturate: bool, round_mode: str) -> np.ndarr
             wide = wide.astype(np.float64 if wide.dtype.itemsize > 4 else np.float32)
         return _to_small_float(wide, to, saturate)
     if to.is_int:
-        return _to_int(x, src, to)
+        return _to_int(x, to)
     if to is DType.BOOL:
         return np.asarray(_widen(x) != 0)
     return _widen(x).astype(to.np)
@@ -104,7 +104,7 @@ def _to_small_float(x: np.ndarray, to: DType, saturate: bool) -> np.ndarray:
     return x.astype(to.np)
 
 
-def _to_int(x: np.ndarray, src: DType, to: DType) -> np.ndarray:
+def _to_int(x: np.ndarray, to: DType) -> np.ndarray:
     wide = _widen(x)
     if to in SUB_BYTE_INTS:
         bits, signed = SUB_BYTE_INTS[to]

@@ -68,7 +68,7 @@ def window_attrs(
     kernel = check("kernel_shape", kernel_shape, nspatial, 1, 1)
     return (kernel, check("strides", strides, nspatial, 1, 1),
             check("dilations", dilations, nspatial, 1, 1),
-            check("pads", pads, 2 * nspatial, 0, -(2**62)))
+            check("pads", pads, 2 * nspatial, 0, 0))
 
 
 def effective_kernel(kernel: int, dilation: int) -> int:

@@ -208,17 +208,17 @@ def _apply_axis(x: np.ndarray, axis: int, index: np.ndarray, weights: np.ndarray
                 ) -> np.ndarray:
     """Contract ``x`` along ``axis`` with one axis's taps."""
     if weights is None:
-        return np.take(x, index[:, 0], axis=axis)
+        return np.take(x, index[:, 0], axis=axis, mode="clip")
     shape = [1] * x.ndim
     shape[axis] = index.shape[0]
     weights = weights.astype(x.dtype)
     # In-place arithmetic on two buffers: fresh temporaries per tap cost more
     # (page faults) than the arithmetic itself on large feature maps.
-    result = np.take(x, index[:, 0], axis=axis)
+    result = np.take(x, index[:, 0], axis=axis, mode="clip")
     result *= weights[:, 0].reshape(shape)
     term = np.empty_like(result)
     for t in range(1, index.shape[1]):
-        np.take(x, index[:, t], axis=axis, out=term)
+        np.take(x, index[:, t], axis=axis, out=term, mode="clip")
         term *= weights[:, t].reshape(shape)
         result += term
     return result
@@ -250,6 +250,49 @@ def _check_resize_attrs(attrs: dict, fail) -> None:
                    "is not one of 'stretch', 'not_larger', 'not_smaller'.")
 
 
+def _given(ctx: InferContext, index: int) -> bool:
+    """Input ``index`` is wired and not a constant empty placeholder."""
+    value = ctx.const(index)
+    return tensor_input(ctx, index) is not None and not (value is not None and value.size == 0)
+
+
+def _resized_dims(ctx: InferContext, in_dims: list[Dim]) -> list[Dim]:
+    """Output dims of the resized axes: exact where constants allow, else fresh symbols."""
+    count = len(in_dims)
+    unknown = [unknown_dim() for _ in in_dims]
+    static = all(isinstance(d, int) for d in in_dims)
+    policy = ctx.attrs["keep_aspect_ratio_policy"]
+    crop = ctx.attrs["coordinate_transformation_mode"] == "tf_crop_and_resize"
+    scales, sizes, roi = ctx.const(2), ctx.const(3), ctx.const(1)
+    if _given(ctx, 3):
+        if _given(ctx, 2) and scales is not None and sizes is not None:
+            raise ValueError("Resize was given both 'scales' and 'sizes'; give only one of them.")
+        if sizes is None:
+            return unknown
+        if sizes.size != count:
+            raise ValueError(f"Resize 'sizes' has {sizes.size} values but {count} axes are "
+                             "resized.")
+        if policy == "stretch":
+            return [int(s) for s in sizes.reshape(-1)]
+        if not static:
+            return unknown
+        return _plan([int(d) for d in in_dims], None, sizes, [(0.0, 1.0)] * count, policy,
+                     False).sizes
+    if not _given(ctx, 2):
+        raise ValueError("Resize needs one of 'scales' and 'sizes'; neither was given.")
+    if scales is None or (crop and _given(ctx, 1) and roi is None):
+        return unknown
+    if static:
+        return _plan([int(d) for d in in_dims], scales, None, _roi_pairs(roi, count, crop),
+                     policy, crop).sizes
+    plan_scales = np.asarray(scales, dtype=np.float32).reshape(-1)
+    if plan_scales.size != count or crop:
+        return unknown
+    # Symbolic input dims: a scale of 1 keeps the dim, anything else is unknown.
+    return [d if s == 1 else (int(np.floor(_F32(d) * s)) if isinstance(d, int) else unknown_dim())
+            for d, s in zip(in_dims, plan_scales, strict=True)]
+
+
 def _resize_infer(ctx: InferContext) -> list[Type | None]:
     _check_resize_attrs(dict(ctx.attrs), ctx.error)
     dtype, shape = input_dtype(ctx, 0), input_shape(ctx, 0)
@@ -263,31 +306,10 @@ def _resize_infer(ctx: InferContext) -> list[Type | None]:
     except ValueError as error:
         raise ctx.error(str(error)) from None
     out: list[Dim] = list(shape)
-    in_dims = [shape[a] for a in axes]
-    scales, sizes, roi = ctx.const(2), ctx.const(3), ctx.const(1)
-    crop = ctx.attrs["coordinate_transformation_mode"] == "tf_crop_and_resize"
-    has_sizes = tensor_input(ctx, 3) is not None and not (sizes is not None and sizes.size == 0)
-    static = all(isinstance(d, int) for d in in_dims)
-    if has_sizes and sizes is not None and ctx.attrs["keep_aspect_ratio_policy"] == "stretch":
-        if sizes.size != len(axes):
-            raise ctx.error(f"'sizes' has {sizes.size} values but {len(axes)} axes are resized.")
-        new = [int(s) for s in sizes.reshape(-1)]
-    elif (static and (sizes is not None or scales is not None)
-          and (roi is not None or not crop or tensor_input(ctx, 1) is None)):
-        try:
-            plan = _plan([int(d) for d in in_dims], scales, sizes,
-                         _roi_pairs(roi, len(axes), crop), ctx.attrs["keep_aspect_ratio_policy"],
-                         crop)
-        except ValueError as error:
-            raise ctx.error(str(error)) from None
-        new = plan.sizes
-    elif not has_sizes and scales is not None and scales.size == len(axes) and not crop:
-        # Symbolic input dims: a scale of 1 keeps the dim, anything else is unknown.
-        new = [d if s == 1 else (int(np.floor(_F32(d) * _F32(s))) if isinstance(d, int)
-                                 else unknown_dim())
-               for d, s in zip(in_dims, scales.reshape(-1).astype(np.float32), strict=True)]
-    else:
-        new = [unknown_dim() for _ in axes]
+    try:
+        new = _resized_dims(ctx, [shape[a] for a in axes])
+    except ValueError as error:
+        raise ctx.error(str(error)) from None
     for axis, dim in zip(axes, new, strict=True):
         out[axis] = dim
     return [TensorType(dtype, tuple(out))]
@@ -329,6 +351,8 @@ def resize(x, roi=None, scales=None, sizes=None, *, antialias, axes, coordinate_
             continue
         coords = _source_coords(coordinate_transformation_mode, n_in, n_out, plan.targets[k],
                                 scale, rois[k])
+        if n_out == n_in and np.array_equal(coords, np.arange(n_in)):
+            continue  # every mode samples exactly the input points: an identity axis
         index, weights = _taps(mode, coords, scale, n_in, cubic_coeff_a, bool(exclude_outside),
                                bool(antialias), nearest_mode)
         y = _apply_axis(y, axis, index, weights)

@@ -117,6 +117,8 @@ def _scalar_index(position: np.ndarray, what: str) -> int:
 
 
 def _check_sequence(value, what: str = "input sequence") -> list:
+    if isinstance(value, tuple):  # a user's feed
+        return list(value)
     if not isinstance(value, list):
         raise ValueError(f"The {what} must be a sequence, not {type(value).__name__!r}.")
     return value

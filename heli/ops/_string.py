@@ -87,8 +87,8 @@ def string_normalizer(x, *, case_change_action, is_case_sensitive, locale, stopw
         words = [_change_case(w, str.lower) for w in words]
     elif case_change_action == "UPPER":
         words = [_change_case(w, str.upper) for w in words]
-    if not words:
-        words = [""]  # the spec's "empty value": one empty string
+    if not words and x.size:
+        words = [""]  # everything dropped: the spec's "empty value", one empty string
     return _strings(words, (1, len(words)) if x.ndim == 2 else (len(words),))
 
 
@@ -98,13 +98,10 @@ def string_normalizer(x, *, case_change_action, is_case_sensitive, locale, stopw
 def _string_split_infer(ctx: InferContext) -> list[Type | None]:
     shape = input_shape(ctx, 0)
     _require_strings(ctx, 0, "the input X")
-    maxsplit = ctx.attrs["maxsplit"]
     if shape is None:
         return [TensorType(DType.STRING, None), TensorType(DType.INT64, None)]
-    # The padded width is the most substrings of any element: data dependent,
-    # except that maxsplit=0 never splits.
-    width = 1 if maxsplit == 0 else unknown_dim()
-    return [TensorType(DType.STRING, (*shape, width)), TensorType(DType.INT64, shape)]
+    # The padded width is the most substrings of any element: data dependent.
+    return [TensorType(DType.STRING, (*shape, unknown_dim())), TensorType(DType.INT64, shape)]
 
 
 @op(
@@ -203,6 +200,12 @@ def _tfidf_infer(ctx: InferContext) -> list[Type | None]:
             f"weights has {len(weights)} entries but ngram_indexes has "
             f"{len(attrs['ngram_indexes'])}."
         )
+    t = tensor_input(ctx, 0)
+    if t is not None and (t.dtype is DType.STRING) != (attrs["pool_strings"] is not None):
+        pool = "pool_strings" if attrs["pool_strings"] is not None else "pool_int64s"
+        raise ctx.error(f"the input is {t.dtype}, which does not match {pool}.")
+    if t is not None and t.dtype not in (DType.STRING, DType.INT32, DType.INT64):
+        raise ctx.error(f"the input must be string, int32 or int64, not {t.dtype}.")
     shape = input_shape(ctx, 0)
     width = _tfidf_width(attrs["ngram_indexes"])
     if shape is None:
