@@ -26,8 +26,10 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(PY) examples/demo.py --target ref
 
+# One BLAS thread per pytest worker: JOBS workers already fill the cores, and
+# oversubscribed OpenBLAS threads stall for tens of milliseconds.
 test: $(STAMP)
-	$(PY) -m pytest -n $(JOBS) -q
+	OPENBLAS_NUM_THREADS=1 $(PY) -m pytest -n $(JOBS) -q
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check heli tests examples scripts

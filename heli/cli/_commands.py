@@ -16,8 +16,10 @@ from rich.table import Table
 
 from heli._errors import HeliError, InputError
 
-console = Console()
-err_console = Console(stderr=True)
+# Markup off: model, value and file names are printed as they are (a name such as
+# "x[/b]" would otherwise be parsed as a style tag and crash the printer).
+console = Console(markup=False)
+err_console = Console(stderr=True, markup=False)
 
 
 # -- argument parsing helpers -------------------------------------------------
@@ -42,6 +44,9 @@ def parse_shapes(items: list[str]) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+_NPY_MAGIC = b"\x93NUMPY"
+
+
 def parse_inputs(items: list[str]) -> dict[str, np.ndarray]:
     """``["x=x.npy"]`` → ``{"x": array}``."""
     feeds = {}
@@ -49,15 +54,40 @@ def parse_inputs(items: list[str]) -> dict[str, np.ndarray]:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
             raise InputError(f"--input {item!r} is not of the form NAME=FILE.npy.")
-        if not os.path.isfile(path):
-            raise InputError(f"The input file {path!r} (for input {name!r}) does not exist.")
-        try:
-            feeds[name] = np.load(path, allow_pickle=False)
-        except (ValueError, OSError, EOFError) as error:
-            raise InputError(f"The input file {path!r} is not a valid .npy file: {error}.") from None
-        if not isinstance(feeds[name], np.ndarray):
-            raise InputError(f"The input file {path!r} must hold one array (.npy), not an archive.")
+        if name in feeds:
+            raise InputError(f"--input gives the input {name!r} twice.")
+        feeds[name] = _load_npy(path, name)
     return feeds
+
+
+def _load_npy(path: str, name: str) -> np.ndarray:
+    if not os.path.exists(path):
+        raise InputError(f"The input file {path!r} (for input {name!r}) does not exist.")
+    if os.path.isdir(path):
+        raise InputError(f"The input path {path!r} (for input {name!r}) is a directory, "
+                         "not a .npy file.")
+    if not os.path.isfile(path):
+        raise InputError(f"The input path {path!r} (for input {name!r}) is not a regular file.")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(_NPY_MAGIC))
+            if head.startswith(b"PK"):
+                raise InputError(f"The input file {path!r} is an .npz archive; --input takes "
+                                 "one array in a .npy file.")
+            if head != _NPY_MAGIC:
+                raise InputError(f"The input file {path!r} is not a .npy file (it does not "
+                                 "start with the .npy header).")
+            f.seek(0)
+            array = np.load(f, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as error:
+        detail = str(error).rstrip(".")
+        raise InputError(f"The input file {path!r} is not a valid .npy file: {detail}.") from None
+    if not isinstance(array, np.ndarray):  # pragma: no cover - np.load of a .npy file
+        raise InputError(f"The input file {path!r} must hold one array (.npy).")
+    if array.dtype.fields is not None or array.dtype.kind == "V":
+        raise InputError(f"The input file {path!r} holds a structured array (dtype "
+                         f"{array.dtype}); an input must be a plain tensor.")
+    return array
 
 
 def _format_count(n: int | None, unit: str = "") -> str:
@@ -78,6 +108,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     from heli.passes import PassManager, default_pipeline
     from heli.runtime import bind_shapes
 
+    if args.save_optimized:
+        _check_output_file(Path(args.save_optimized), "--save-optimized")
     graph = import_onnx(args.model)
     shapes = parse_shapes(args.input_shape)
     static = all(getattr(v.type, "is_static", True) or v.name in shapes for v in graph.inputs)
@@ -87,7 +119,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         optimized = PassManager(default_pipeline(bound)).run(graph)
     stats = graph_stats(optimized or graph)
 
-    console.print(f"[bold]{args.model}[/bold]  ({len(graph.nodes)} nodes, opset {graph.opset})")
+    console.print(f"{args.model}  ({len(graph.nodes)} nodes, opset {graph.opset})", style="bold")
     io = Table(title="inputs and outputs", show_edge=False)
     for col in ("kind", "name", "type"):
         io.add_column(col)
@@ -118,7 +150,11 @@ def cmd_info(args: argparse.Namespace) -> int:
         if args.save_optimized:
             from heli.ir import save_onnx
 
-            save_onnx(optimized, args.save_optimized)
+            try:
+                save_onnx(optimized, args.save_optimized)
+            except OSError as error:
+                raise InputError(f"--save-optimized {args.save_optimized!r} cannot be written: "
+                                 f"{error.strerror or error}.") from None
             console.print(f"saved the optimized graph to {args.save_optimized}")
     return 0
 
@@ -128,8 +164,9 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     import heli
-    from heli.conformance import random_array
 
+    if args.output:
+        _check_output_dir(Path(args.output))  # before any work
     feeds = parse_inputs(args.input)
     shapes = parse_shapes(args.input_shape)
     start = time.perf_counter()
@@ -143,11 +180,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     rng = np.random.default_rng(args.seed)
     spec = model.specialize(shapes) if shapes or model.input_names else None
     compile_seconds = time.perf_counter() - start
+    bound = {v.name: v.type for v in spec.graph.inputs} if spec else {}
     for value in model.inputs:
         if value.name not in feeds:
-            bound = spec.graph.inputs if spec else ()
-            vtype = next(v.type for v in bound if v.name == value.name)
-            feeds[value.name] = random_array(vtype.dtype.np, vtype.shape, rng)
+            feeds[value.name] = _random_feed(value.name, bound.get(value.name, value.type), rng)
     start = time.perf_counter()
     outputs = model.run(feeds)
     run_seconds = time.perf_counter() - start
@@ -156,11 +192,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     for col in ("name", "dtype", "shape", "min", "max", "mean"):
         table.add_column(col)
     for name, value in outputs.items():
-        array = np.asarray(value)
-        numeric = array.size and array.dtype.kind in "biuf"
-        stats = ([f"{array.min():.6g}", f"{array.max():.6g}", f"{array.astype(np.float64).mean():.6g}"]
-                 if numeric else ["-", "-", "-"])
-        table.add_row(name, str(array.dtype), str(list(array.shape)), *stats)
+        table.add_row(name, *_describe(value))
     console.print(table)
     if spec is not None:
         counts = ", ".join(f"{t}: {n} nodes" for t, n in spec.placement.counts().items())
@@ -172,21 +204,92 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def save_outputs(directory: Path, outputs: dict[str, np.ndarray]) -> None:
-    """Write each output as ``<name>.npy``; each file appears whole or not at all."""
+def _describe(value) -> list[str]:
+    """dtype, shape, min, max, mean of an output (sequences and optionals too)."""
+    if value is None:
+        return ["optional", "(empty)", "-", "-", "-"]
+    if isinstance(value, list | tuple):
+        return ["sequence", f"{len(value)} tensor(s)", "-", "-", "-"]
+    array = np.asarray(value)
+    if array.size and array.dtype.kind in "biuf":
+        wide = array.astype(np.float64)
+        return [str(array.dtype), str(list(array.shape)), f"{wide.min():.6g}",
+                f"{wide.max():.6g}", f"{wide.mean():.6g}"]
+    return [str(array.dtype), str(list(array.shape)), "-", "-", "-"]
+
+
+def _random_feed(name: str, vtype, rng: np.random.Generator) -> np.ndarray:
+    """A seeded random feed for an input the user did not give."""
+    from heli.conformance import random_array
+    from heli.ir._limits import size_problem
+    from heli.ir._types import TensorType
+
+    if not isinstance(vtype, TensorType):
+        raise InputError(f"Input {name!r} has the type {vtype}; heli run can only make random "
+                         "tensors, and --input files hold tensors.")
+    if vtype.shape is None or not vtype.is_static:
+        raise InputError(f"Input {name!r} has no known shape ({vtype}); give it with "
+                         f"--input-shape {name}=D0,D1,... or --input {name}=FILE.npy.")
+    problem = size_problem(vtype.shape, vtype.dtype.np)
+    if problem is not None:
+        raise InputError(f"A random feed for input {name!r} cannot be made: {problem}")
+    if vtype.dtype.np == np.dtype(object):  # string tensors: short random words
+        words = rng.integers(0, 26, size=(*vtype.shape, 3)) + ord("a")
+        flat = ["".join(map(chr, w)) for w in words.reshape(-1, 3)]
+        return np.array(flat, dtype=object).reshape(vtype.shape)
+    return random_array(vtype.dtype.np, vtype.shape, rng)
+
+
+def _check_output_dir(directory: Path) -> None:
     if directory.exists() and not directory.is_dir():
         raise InputError(f"--output {str(directory)!r} exists and is not a directory.")
-    directory.mkdir(parents=True, exist_ok=True)
-    for name, value in outputs.items():
+
+
+def _file_names(names: list[str]) -> dict[str, str]:
+    """A distinct, safe ``.npy`` file name for each output name."""
+    result: dict[str, str] = {}
+    taken: set[str] = set()
+    for name in names:
         safe = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in name)
-        final = directory / f"{safe}.npy"
-        tmp = directory / f".{safe}.npy.tmp{os.getpid()}"
-        try:
-            with open(tmp, "wb") as f:
-                np.save(f, np.asarray(value), allow_pickle=False)
-            os.replace(tmp, final)
-        finally:
-            tmp.unlink(missing_ok=True)
+        safe = safe.lstrip(".") or "output"
+        candidate, n = safe, 1
+        while candidate.lower() in taken:  # "a/b" and "a_b", or names differing in case
+            candidate = f"{safe}_{n}"
+            n += 1
+        taken.add(candidate.lower())
+        result[name] = f"{candidate}.npy"
+    return result
+
+
+def save_outputs(directory: Path, outputs: dict[str, np.ndarray]) -> None:
+    """Write each output as ``<name>.npy``; each file appears whole or not at all."""
+    _check_output_dir(directory)
+    not_tensors = [n for n, v in outputs.items() if not isinstance(v, np.ndarray | np.generic)]
+    if not_tensors:  # checked before any file is written
+        raise InputError(f"--output saves tensors as .npy files, but output(s) {not_tensors!r} "
+                         "are sequences or optionals.")
+    files = _file_names(list(outputs))
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        for name, value in outputs.items():
+            final = directory / files[name]
+            tmp = directory / f".{files[name]}.tmp{os.getpid()}"
+            try:
+                array = np.asarray(value)
+                if array.dtype == object:  # string tensors: saved as numpy unicode arrays
+                    array = array.astype(str)
+                with open(tmp, "wb") as f:
+                    np.save(f, array, allow_pickle=False)
+                os.replace(tmp, final)
+            finally:
+                tmp.unlink(missing_ok=True)
+    except OSError as error:
+        raise InputError(f"The outputs cannot be saved to --output {str(directory)!r}: "
+                         f"{error.strerror or error}.") from None
+    renamed = {n: f for n, f in files.items() if f != f"{n}.npy"}
+    if renamed:
+        shown = ", ".join(f"{n!r} as {f}" for n, f in renamed.items())
+        console.print(f"saved output(s) {shown}")
 
 
 # -- passes -------------------------------------------------------------------
@@ -218,6 +321,10 @@ def cmd_conformance(args: argparse.Namespace) -> int:
     from heli.target import get_target
 
     get_target(args.target)  # a clear error for an unknown target, before any work
+    if args.json:
+        _check_output_file(Path(args.json), "--json")
+    if args.no_nodes and args.no_models:
+        raise InputError("--no-nodes and --no-models together leave nothing to run.")
     engines = {args.target: conf.heli_runner(args.target)}
     if args.compare == "onnxruntime":
         try:
@@ -227,6 +334,8 @@ def cmd_conformance(args: argparse.Namespace) -> int:
     cases = [] if args.no_nodes else conf.node_cases(args.filter)
     models = [] if args.no_models else [
         p for p in conf.light_models() if not args.filter or args.filter in p.stem]
+    if not cases and not models:
+        raise InputError(f"No node case or light model matches --filter {args.filter!r}.")
     results: dict[str, list[conf.CaseResult]] = {}
     with _progress() as progress:
         for engine, runner in engines.items():
@@ -302,7 +411,28 @@ def _write_json(path: Path, target: str, results: dict[str, list]) -> None:
         for engine, rs in results.items()
     }
     report["target"] = target
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(report, indent=1))
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(report, indent=1))
+        os.replace(tmp, path)
+    except OSError as error:
+        raise InputError(f"--json {str(path)!r} cannot be written: "
+                         f"{error.strerror or error}.") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _check_output_file(path: Path, option: str) -> None:
+    """Fail before any work when an output file path cannot be a file."""
+    if path.is_dir():
+        raise InputError(f"{option} {str(path)!r} is a directory; give a file name.")
+    parent = next((p for p in path.parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise InputError(f"{option} {str(path)!r} cannot be written: {str(parent)!r} is not "
+                         "a directory.")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InputError(f"{option} {str(path)!r} cannot be written: "
+                         f"{error.strerror or error}.") from None

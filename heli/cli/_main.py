@@ -25,6 +25,16 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USAGE)
 
 
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 0")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     from heli.cli import _commands as c
 
@@ -50,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--input-shape", action="append", default=[], metavar="NAME=D0,D1,...",
                      help="shape of a dynamic input for random feeds (repeatable)")
     run.add_argument("--output", metavar="DIR", help="save each output as DIR/<name>.npy")
-    run.add_argument("--seed", type=int, default=0, help="seed of random inputs")
+    run.add_argument("--seed", type=_seed, default=0, help="seed of random inputs (>= 0)")
     run.set_defaults(func=c.cmd_run)
 
     passes = sub.add_parser("passes", help="list the passes of the default pipeline")

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from heli._errors import HeliError, ModelLoadError
 from heli.ir._builder import GraphBuilder
 from heli.ir._graph import Value
 from heli.ir._ops import get_op
@@ -271,8 +272,31 @@ def upgrade_node(
     if domain in ("", "ai.onnx"):
         for first_new, rule in RULES.get(op_type, []):
             if opset < first_new:
-                rule(node)
+                _apply(rule, node, opset, output_names)
                 if node.done:
                     return
     builder.add_node(get_op(node.op_type, node.domain), node.inputs, node.attrs,
                      name=node.name, output_names=node.output_names)
+
+
+def _apply(rule: Rule, node: _Node, opset: int, output_names: list[str]) -> None:
+    """Run an upgrade rule; a malformed old-form node gets a clear error."""
+    try:
+        rule(node)
+    except HeliError:
+        raise
+    except KeyError as error:
+        raise ModelLoadError(
+            f"{node.op_type} node {_label(node, output_names)!r} (opset {opset}) lacks the "
+            f"attribute {error.args[0]!r}, which its old form requires."
+        ) from None
+    except (IndexError, ValueError, TypeError, AttributeError, OverflowError) as error:
+        raise ModelLoadError(
+            f"{node.op_type} node {_label(node, output_names)!r} (opset {opset}) is malformed "
+            f"and cannot be upgraded to the current form of the op ({type(error).__name__}: "
+            f"{error})."
+        ) from None
+
+
+def _label(node: _Node, output_names: list[str]) -> str:
+    return node.name or next((n for n in output_names if n), node.op_type)

@@ -8,6 +8,7 @@ ops are reported together.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,10 +19,11 @@ import onnx
 from google.protobuf.message import DecodeError
 from onnx import numpy_helper
 
-from heli._errors import HeliError, ModelLoadError, UnsupportedError
+from heli._errors import HeliError, ModelLoadError, ShapeError, UnsupportedError
 from heli.frontend._upgrade import RENAMED, upgrade_node
 from heli.ir._builder import GraphBuilder
 from heli.ir._graph import Graph, Value
+from heli.ir._limits import size_problem
 from heli.ir._ops import find_op
 from heli.ir._types import DType, OptionalType, SequenceType, TensorType, Type
 
@@ -42,6 +44,8 @@ def load_onnx(source: str | os.PathLike | bytes | onnx.ModelProto) -> onnx.Model
         raise ModelLoadError(f"The model file {str(path)!r} does not exist.")
     if path.is_dir():
         raise ModelLoadError(f"The model path {str(path)!r} is a directory, not an ONNX file.")
+    if not path.is_file():  # a FIFO or a device such as /dev/zero would never end
+        raise ModelLoadError(f"The model path {str(path)!r} is not a regular file.")
     try:
         data = path.read_bytes()
     except OSError as error:
@@ -180,10 +184,15 @@ class _Importer:
             value = builder.lookup(name)
             if value is None:
                 raise ModelLoadError(
-                    f"{node.op_type} node {label!r} reads the value {name!r}, which nothing defines."
+                    f"{node.op_type} node {label!r} reads the value {name!r}, which nothing "
+                    "defines."
                 )
             inputs.append(value)
+        _check_input_types(node, self.opset, inputs, label)
         if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
+            if len(node.output) != 1 or not node.output[0]:
+                raise ModelLoadError(f"Constant node {label!r} must have exactly one output, "
+                                     f"not {list(node.output)!r}.")
             builder.add_constant(_constant_value(attrs, label), node.output[0])
             return
         upgrade_node(builder, node.op_type, node.domain, self.opset, inputs, attrs,
@@ -243,7 +252,9 @@ class _Importer:
             return OptionalType(self.type(proto.optional_type.elem_type, where))
         if which is None:
             return None
-        raise UnsupportedError(f"The value {where!r} has type {which!r}, which Heli does not support.")
+        raise UnsupportedError(
+            f"The value {where!r} has type {which!r}, which Heli does not support."
+        )
 
     def dim(self, dim: onnx.TensorShapeProto.Dimension) -> int | str:
         which = dim.WhichOneof("value")
@@ -260,27 +271,51 @@ class _Importer:
 def tensor_to_array(tensor: onnx.TensorProto | onnx.SparseTensorProto) -> np.ndarray:
     """An ONNX tensor as a numpy array (exotic float types as ml_dtypes)."""
     if isinstance(tensor, onnx.SparseTensorProto):
-        values = numpy_helper.to_array(tensor.values)
+        values = tensor_to_array(tensor.values)
+        indices = tensor_to_array(tensor.indices)
+        name = tensor.values.name
+        _check_dims(tensor.dims, name)
         dense = np.zeros(tuple(tensor.dims), dtype=values.dtype)
-        indices = numpy_helper.to_array(tensor.indices)
-        if indices.ndim == 1:
-            dense.reshape(-1)[indices] = values
-        else:
-            dense[tuple(indices.T)] = values
+        try:
+            if indices.ndim == 1:
+                dense.reshape(-1)[indices.astype(np.int64)] = values
+            else:
+                dense[tuple(indices.astype(np.int64).T)] = values
+        except (IndexError, ValueError, TypeError) as error:
+            raise ModelLoadError(
+                f"The sparse tensor {name!r} has indices that do not fit its dims "
+                f"{list(tensor.dims)!r} and values: {error}."
+            ) from None
         return dense
     if tensor.data_location == onnx.TensorProto.EXTERNAL and not tensor.raw_data:
         raise ModelLoadError(
             f"The tensor {tensor.name!r} keeps its data in an external file that was not loaded."
         )
-    DType.from_onnx(tensor.data_type)  # clear error for unknown codes
-    expected = int(np.prod(tensor.dims, dtype=np.int64)) if tensor.dims else 1
-    if any(d < 0 for d in tensor.dims) or expected > 2**34:
-        raise ModelLoadError(f"The tensor {tensor.name!r} has invalid dims {list(tensor.dims)!r}.")
-    array = numpy_helper.to_array(tensor)
+    if tensor.data_type == onnx.TensorProto.UNDEFINED:
+        raise ModelLoadError(f"The tensor {tensor.name!r} has no element type (UNDEFINED).")
+    dtype = DType.from_onnx(tensor.data_type)  # clear error for unknown codes
+    _check_dims(tensor.dims, tensor.name)
+    problem = size_problem(tensor.dims, dtype.np)
+    if problem is not None:
+        raise ModelLoadError(f"The tensor {tensor.name!r} is too large: {problem}")
+    try:
+        array = numpy_helper.to_array(tensor)
+    except (ValueError, TypeError, IndexError, OverflowError) as error:
+        # Mostly raw_data or a typed data field whose length does not fit the dims.
+        count = math.prod(tensor.dims)
+        raise ModelLoadError(
+            f"The tensor {tensor.name!r} does not hold the {count} {dtype} value(s) its dims "
+            f"{list(tensor.dims)!r} call for (its data may be truncated): {error}."
+        ) from None
     if array.dtype == object:
         array = np.array([_text(s) if isinstance(s, bytes) else s for s in array.ravel()],
                          dtype=object).reshape(array.shape)
     return array
+
+
+def _check_dims(dims: Any, name: str) -> None:
+    if any(d < 0 for d in dims):
+        raise ModelLoadError(f"The tensor {name!r} has a negative dimension in {list(dims)!r}.")
 
 
 def _constant_value(attrs: dict[str, Any], label: str) -> np.ndarray:
@@ -302,7 +337,104 @@ def _constant_value(attrs: dict[str, Any], label: str) -> np.ndarray:
     }
     if key not in makers:
         raise ModelLoadError(f"Constant node {label!r} has the unknown attribute {key!r}.")
+    if not _CONSTANT_KINDS[key](value):
+        raise ModelLoadError(
+            f"Constant node {label!r} has attribute {key!r} of the wrong kind "
+            f"({type(value).__name__})."
+        )
     return makers[key](value)
+
+
+def _all_of(kind: type | tuple[type, ...]):
+    return lambda v: isinstance(v, tuple) and all(isinstance(x, kind) for x in v)
+
+
+# What each value attribute of Constant must hold (as the importer converts it).
+_CONSTANT_KINDS = {
+    "value": lambda v: isinstance(v, np.ndarray),
+    "sparse_value": lambda v: isinstance(v, np.ndarray),
+    "value_float": lambda v: isinstance(v, float),
+    "value_floats": _all_of(float),
+    "value_int": lambda v: isinstance(v, int),
+    "value_ints": _all_of(int),
+    "value_string": lambda v: isinstance(v, str),
+    "value_strings": _all_of(str),
+}
+
+
+# -- input types against the ONNX schema --------------------------------------
+
+
+def _check_input_types(node: onnx.NodeProto, opset: int, inputs: list[Value | None],
+                       label: str) -> None:
+    """Input types against the type constraints of the node's ONNX schema.
+
+    ONNX Runtime refuses such models when it loads them; without this check a
+    float tensor used as a shape, or an Add of float and int64, would reach
+    the op's inference and reference code, which rely on the schema.
+    """
+    schema = _schema(node.op_type, opset, node.domain)
+    if schema is None or not schema.inputs:
+        return
+    formals = list(schema.inputs)
+    allowed = {c.type_param_str: set(c.allowed_type_strs) for c in schema.type_constraints}
+    seen: dict[str, tuple[int, str]] = {}  # type parameter -> (input index, its type)
+    for index, value in enumerate(inputs):
+        if index >= len(formals) and formals[-1].option != _VARIADIC:
+            return  # too many inputs: the arity check reports it
+        formal = formals[min(index, len(formals) - 1)]
+        got = _type_string(value.type) if value is not None else None
+        if got is None:
+            continue
+        param = formal.type_str
+        accepted = allowed.get(param, {param})
+        where = f"{node.op_type} node {label!r}: input {index} ({formal.name!r})"
+        if got not in accepted:
+            shown = sorted(accepted)
+            listed = ", ".join(shown[:8])
+            if len(shown) > 8:
+                listed += f" and {len(shown) - 8} more"
+            raise ShapeError(
+                f"{where} has type {got}, which {node.op_type} (opset {opset}) does not accept; "
+                f"it takes {listed}."
+            )
+        if param not in allowed:
+            continue  # a fixed type, not a type parameter
+        homogeneous = formal.option != _VARIADIC or formal.is_homogeneous
+        if param in seen and homogeneous and seen[param][1] != got:
+            first, first_type = seen[param]
+            raise ShapeError(
+                f"{where} has type {got}, but input {first} has type {first_type}; "
+                f"{node.op_type} needs both of the same type ({param})."
+            )
+        if homogeneous:
+            seen.setdefault(param, (index, got))
+
+
+_VARIADIC = onnx.defs.OpSchema.FormalParameterOption.Variadic
+_SCHEMAS: dict[tuple[str, int, str], Any] = {}
+
+
+def _schema(op_type: str, opset: int, domain: str) -> Any:
+    domain = "" if domain == "ai.onnx" else domain
+    key = (op_type, opset if domain == "" else MAX_OPSET, domain)
+    if key not in _SCHEMAS:
+        try:
+            _SCHEMAS[key] = onnx.defs.get_schema(op_type, key[1], domain)
+        except onnx.defs.SchemaError:
+            _SCHEMAS[key] = None  # unknown here (a newer op, a custom domain): no check
+    return _SCHEMAS[key]
+
+
+def _type_string(vtype: Type | None) -> str | None:
+    """The ONNX type string of a Heli type (``tensor(float)``), None if unknown."""
+    if isinstance(vtype, TensorType):
+        return f"tensor({onnx.TensorProto.DataType.Name(vtype.dtype.onnx).lower()})"
+    if isinstance(vtype, SequenceType | OptionalType):
+        inner = _type_string(vtype.elem)
+        kind = "seq" if isinstance(vtype, SequenceType) else "optional"
+        return f"{kind}({inner})" if inner is not None else None
+    return None
 
 
 def _text(data: bytes) -> str:

@@ -15,8 +15,9 @@ import numpy as np
 
 from heli._errors import HeliError, ModelLoadError, ShapeError
 from heli.ir._graph import Graph, Node, Value, free_names, freeze, subgraphs_of
-from heli.ir._ops import InferContext, OpDef, get_op
-from heli.ir._types import Type, tensor_type_of
+from heli.ir._limits import size_problem
+from heli.ir._ops import AttrType, InferContext, OpDef, get_op
+from heli.ir._types import TensorType, Type, tensor_type_of
 
 
 class GraphBuilder:
@@ -128,7 +129,7 @@ class GraphBuilder:
                 output_names.append(self.fresh_name(base))
                 self._reserved.add(output_names[-1])
         label = name or (output_names[0] if output_names and output_names[0] else opdef.name)
-        self._check_arity(opdef, label, len(inputs), len(output_names))
+        self._check_arity(opdef, label, inputs, len(output_names))
         attrs = dict(attrs or {})
         unknown = sorted(set(attrs) - set(opdef.attrs))
         if unknown:
@@ -136,6 +137,8 @@ class GraphBuilder:
                 f"{opdef.name} node {label!r} has unknown attribute(s) {unknown!r}; "
                 f"{opdef.name} accepts {sorted(opdef.attrs)!r}."
             )
+        for attr_name, attr_value in attrs.items():
+            _check_attr_kind(opdef, label, attr_name, attr_value)
         types = self._infer(opdef, label, inputs, attrs, len(output_names))
         outputs = tuple(
             self._define(Value(out_name, out_type)) if out_name else None
@@ -144,7 +147,11 @@ class GraphBuilder:
         self.nodes.append(Node(opdef, tuple(inputs), outputs, freeze(attrs), name))
         return outputs
 
-    def _check_arity(self, opdef: OpDef, label: str, n_in: int, n_out: int) -> None:
+    def _check_arity(
+        self, opdef: OpDef, label: str, inputs: list[Value | None], n_out: int
+    ) -> None:
+        n_in = len(inputs)
+
         def fits(n: int, low: int, high: int | None) -> bool:
             return n >= low and (high is None or n <= high)
 
@@ -152,6 +159,11 @@ class GraphBuilder:
             raise ShapeError(
                 f"{opdef.name} node {label!r} has {n_in} inputs; it takes "
                 f"{_arity(opdef.min_inputs, opdef.max_inputs)}."
+            )
+        missing = [i for i in range(opdef.min_inputs) if inputs[i] is None]
+        if missing:
+            raise ShapeError(
+                f"{opdef.name} node {label!r} leaves its required input {missing[0]} empty."
             )
         if not fits(n_out, opdef.min_outputs, opdef.max_outputs):
             raise ShapeError(
@@ -173,7 +185,7 @@ class GraphBuilder:
             attrs=resolved,
             num_outputs=n_out,
             constants=tuple(self.constant_value(v) for v in inputs),
-            outer_types={**self.outer_types, **{k: v.type for k, v in self._values.items()}},
+            outer_types=_VisibleTypes(self),
         )
         try:
             types = list(opdef.infer(ctx))
@@ -189,7 +201,10 @@ class GraphBuilder:
                 ) from None
             types = []
         types += [None] * (n_out - len(types))
-        return types[:n_out]
+        types = types[:n_out]
+        for index, out_type in enumerate(types):
+            _check_output_size(opdef, label, index if n_out > 1 else None, out_type)
+        return types
 
     # -- finishing -----------------------------------------------------------
     def build(
@@ -250,6 +265,98 @@ class GraphBuilder:
         return renamed
 
 
+_INTEGER = (int, np.integer)
+_NUMBER = (int, float, np.integer, np.floating)
+
+
+def _is_sequence_of(value: Any, kinds: tuple[type, ...]) -> bool:
+    if isinstance(value, np.ndarray):
+        value = value.tolist() if value.ndim == 1 else None
+    return isinstance(value, tuple | list) and all(isinstance(v, kinds) for v in value)
+
+
+def _attr_fits(kind: AttrType, value: Any) -> bool:
+    """Whether ``value`` has the Python form of an attribute of ``kind``."""
+    if kind is AttrType.INT:
+        return isinstance(value, _INTEGER)
+    if kind is AttrType.FLOAT:
+        return isinstance(value, _NUMBER)
+    if kind is AttrType.STRING:
+        return isinstance(value, str)
+    if kind is AttrType.TENSOR:
+        return isinstance(value, np.ndarray | np.generic)
+    if kind is AttrType.GRAPH:
+        return isinstance(value, Graph)
+    if kind is AttrType.TYPE:
+        return isinstance(value, Type)
+    if kind is AttrType.INTS:
+        return _is_sequence_of(value, _INTEGER)
+    if kind is AttrType.FLOATS:
+        return _is_sequence_of(value, _NUMBER)
+    if kind is AttrType.STRINGS:
+        return _is_sequence_of(value, (str,))
+    if kind is AttrType.TENSORS:
+        return _is_sequence_of(value, (np.ndarray, np.generic))
+    if kind is AttrType.GRAPHS:
+        return _is_sequence_of(value, (Graph,))
+    if kind is AttrType.TYPES:
+        return _is_sequence_of(value, (Type,))
+    return True
+
+
+def _check_attr_kind(opdef: OpDef, label: str, name: str, value: Any) -> None:
+    """An attribute of the wrong kind (a float where an int belongs, a string
+    for a list) is a malformed model; inference and the reference function may
+    rely on the declared kind."""
+    spec = opdef.attrs[name]
+    if value is None and spec.default is None:
+        return  # "not given", where that is what the default means
+    if value is not None and _attr_fits(spec.type, value):
+        return
+    kind = spec.type
+    shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+    raise ModelLoadError(
+        f"{opdef.name} node {label!r} has attribute {name!r} = {shown}, which is not of the "
+        f"kind {opdef.name} expects ({kind.value})."
+    )
+
+
+class _VisibleTypes(Mapping[str, Type | None]):
+    """A read-only view of the types of every value a node can see (this
+    graph's and the enclosing graphs'); a view, so adding a node stays O(1)."""
+
+    def __init__(self, builder: GraphBuilder) -> None:
+        self._builder = builder
+
+    def __getitem__(self, name: str) -> Type | None:
+        value = self._builder._values.get(name)
+        if value is not None:
+            return value.type
+        return self._builder.outer_types[name]
+
+    def __iter__(self):
+        yield from self._builder._values
+        yield from (n for n in self._builder.outer_types if n not in self._builder._values)
+
+    def __len__(self) -> int:
+        return len(set(self._builder._values) | set(self._builder.outer_types))
+
+
+def _check_output_size(
+    opdef: OpDef, label: str, index: int | None, out_type: Type | None
+) -> None:
+    """A statically known output too large to ever allocate is a shape error now
+    (see :mod:`heli.ir._limits`), not an out-of-memory failure at run time."""
+    if not isinstance(out_type, TensorType) or not out_type.is_static:
+        return
+    if any(d < 0 for d in out_type.shape):  # type: ignore[union-attr]
+        return  # left to the op's own checks
+    problem = size_problem(out_type.shape, out_type.dtype.np)  # type: ignore[arg-type]
+    if problem is not None:
+        which = f"its output {index} would be" if index is not None else "its output would be"
+        raise ShapeError(f"{opdef.name} node {label!r} is impossible: {which} {problem}")
+
+
 def _arity(low: int, high: int | None) -> str:
     if high is None:
         return f"at least {low}"
@@ -298,6 +405,11 @@ def rebuild(
                 node.op, new_inputs, node.attrs, name=node.name,
                 output_names=[o.name if o is not None else None for o in node.outputs],
             )
+        replacement = tuple(replacement)
+        if len(replacement) < len(node.outputs) and all(
+            o is None for o in node.outputs[len(replacement):]
+        ):  # a rewrite need not stand in for omitted trailing outputs
+            replacement += (None,) * (len(node.outputs) - len(replacement))
         for old, new in zip(node.outputs, replacement, strict=True):
             if old is not None:
                 if new is not None and new.name != old.name and old.name in captured:

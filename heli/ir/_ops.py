@@ -214,7 +214,8 @@ def get_op(name: str, domain: str = "") -> OpDef:
     try:
         return _REGISTRY[(_canonical_domain(domain), name)]
     except KeyError:
-        raise UnsupportedError(f"Heli has no op {name!r} in domain {domain or 'ai.onnx'!r}.") from None
+        where = domain or "ai.onnx"
+        raise UnsupportedError(f"Heli has no op {name!r} in domain {where!r}.") from None
 
 
 def find_op(name: str, domain: str = "") -> OpDef | None:

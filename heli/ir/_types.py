@@ -94,7 +94,9 @@ class DType(enum.Enum):
         except KeyError:
             from heli._errors import UnsupportedError
 
-            raise UnsupportedError(f"The numpy dtype {dtype.name!r} has no Heli equivalent.") from None
+            raise UnsupportedError(
+                f"The numpy dtype {dtype.name!r} has no Heli equivalent."
+            ) from None
 
     def __repr__(self) -> str:
         return f"DType.{self.name}"

@@ -230,9 +230,10 @@ def attention(q, k, v, attn_mask=None, past_key=None, past_value=None, nonpad_kv
         if nonpad.size not in (1, batch):
             raise ValueError(f"nonpad_kv_seqlen has {nonpad.size} values for a batch of "
                              f"{batch}.")
+    # offset: how many valid keys precede the query block (bottom-right alignment)
     if past_key is not None:
         offset = np.array([past_len], dtype=np.int64)
-    elif nonpad is not None and is_causal:
+    elif nonpad is not None:
         offset = nonpad - sq
     allowed = _allowed_keys(sq, total, is_causal=bool(is_causal), offset=offset,
                             nonpad=nonpad, left=left_window_size, right=right_window_size)

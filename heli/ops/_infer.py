@@ -39,7 +39,9 @@ def input_shape(ctx: InferContext, index: int) -> Shape | None:
     return t.shape if t is not None else None
 
 
-def broadcast_shapes(shapes: Sequence[Shape | None], ctx: InferContext | None = None) -> Shape | None:
+def broadcast_shapes(
+    shapes: Sequence[Shape | None], ctx: InferContext | None = None
+) -> Shape | None:
     """Numpy-style (multidirectional) broadcasting over possibly symbolic shapes."""
     if any(s is None for s in shapes):
         return None

@@ -222,6 +222,22 @@ def _compute_dtype(dtype: np.dtype) -> np.dtype:
     return np.dtype(np.float32)
 
 
+def _accumulate_dtype(dtype: np.dtype) -> np.dtype:
+    """The dtype Conv and ConvTranspose accumulate in: float64 for every float
+    type, so that each output is rounded once, bias included.
+
+    A float32 product is exact in float64, and a few thousand such terms sum
+    far below float32 precision, so the result is (all but always) the
+    correctly rounded one: at least as accurate as any float32 kernel (ONNX
+    Runtime's use fused multiply-adds).  Float32 accumulation rounds each
+    product, each partial sum and the bias add: up to tens of ulps where the
+    terms cancel, and the same error on every pixel of a flat background, so
+    it adds up coherently through a deep network instead of averaging out.
+    """
+    cdt = _compute_dtype(dtype)
+    return np.dtype(np.float64) if cdt.kind == "f" else cdt
+
+
 def _pad_spatial(x: np.ndarray, begins: Sequence[int], ends: Sequence[int],
                  value: float = 0) -> np.ndarray:
     """``x`` with its trailing ``len(begins)`` axes padded with ``value``
@@ -478,7 +494,7 @@ def conv(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, *, auto_pad:
                          f"not fit group {group}.")
     begins, ends, out_sizes = resolve_window(x.shape[2:], kernel, strides, dilations, pads,
                                              auto_pad)
-    cdt = _compute_dtype(x.dtype)
+    cdt = _accumulate_dtype(x.dtype)
     xc, wc = x.astype(cdt, copy=False), w.astype(cdt, copy=False)
     if min(out_sizes, default=1) == 0 or n == 0 or m == 0:
         y = np.zeros((n, m, *out_sizes), dtype=cdt)
@@ -588,7 +604,7 @@ def conv_transpose(x, w, b=None, *, auto_pad, dilations, group, kernel_shape, pa
     m = mg * group
     begins, ends, out_sizes = conv_transpose_window(x.shape[2:], kernel, strides, dilations, pads,
                                                     auto_pad, output_padding, output_shape)
-    cdt = _compute_dtype(x.dtype)
+    cdt = _accumulate_dtype(x.dtype)
     xm = x.astype(cdt, copy=False).reshape(n, group, c // group, -1)
     wm = w.astype(cdt, copy=False).reshape(group, c // group, -1).transpose(0, 2, 1)
     cols = np.matmul(wm, xm).reshape(n, m, *kernel, *x.shape[2:])
@@ -794,9 +810,35 @@ def _spatial_axes(x: np.ndarray) -> tuple[int, ...]:
 
 @op("GlobalAveragePool", infer=_global_infer, inputs=1)
 def global_average_pool(x):
-    """Mean over all spatial axes."""
+    """Mean over all spatial axes.
+
+    Float32 sums run in the order of ONNX Runtime's (MLAS) kernel: four
+    interleaved partial sums, combined as ``(s0 + s2) + (s1 + s3)``, then the
+    leftover elements one by one.  Over large planes (a 160x160 feature map
+    of a 640x640 OCR input) that order's rounding is visible at rtol 1e-4,
+    so any other order would not match ORT.
+    """
+    axes = _spatial_axes(x)
     cdt = _compute_dtype(x.dtype)
-    return np.mean(x, axis=_spatial_axes(x), dtype=cdt, keepdims=True).astype(x.dtype)
+    if cdt != np.float32:
+        return np.mean(x, axis=axes, dtype=cdt, keepdims=True).astype(x.dtype)
+    return (_four_lane_sum(x.astype(cdt, copy=False).reshape(*x.shape[:2], -1))
+            / np.float32(math.prod(x.shape[2:]))).reshape(
+        *x.shape[:2], *(1,) * len(axes)).astype(x.dtype, copy=False)
+
+
+def _four_lane_sum(flat: np.ndarray) -> np.ndarray:
+    """Float32 sums over the last axis of ``(N, C, L)`` in MLAS's order."""
+    n, c, length = flat.shape
+    body = length // 4 * 4
+    # (L/4, 4, N*C): a reduction over axis 0 adds row after row, so each lane
+    # is a sequential sum, exactly like a SIMD accumulator.
+    rows = np.ascontiguousarray(flat[:, :, :body].reshape(n * c, -1, 4).transpose(1, 2, 0))
+    lanes = rows.sum(axis=0, dtype=np.float32) if body else np.zeros((4, n * c), np.float32)
+    total = (lanes[0] + lanes[2]) + (lanes[1] + lanes[3])
+    for j in range(body, length):
+        total += flat[:, :, j].reshape(-1)
+    return total.reshape(n, c)
 
 
 @op("GlobalMaxPool", infer=_global_infer, inputs=1)

@@ -259,8 +259,9 @@ def lrn(x, *, alpha, beta, bias, size):
     channels = x.shape[1]
     before, after = (size - 1) // 2, size - 1 - (size - 1) // 2
     total = np.zeros_like(squares)
-    # A loop over the window's taps: add the squares shifted by each offset.
-    for offset in range(-before, after + 1):
+    # A loop over the window's taps: add the squares shifted by each offset.  Offsets
+    # of a channel count or more reach no channel, so a huge ``size`` costs no time.
+    for offset in range(max(-before, 1 - channels), min(after, channels - 1) + 1):
         lo, hi = max(0, -offset), min(channels, channels - offset)
         if lo < hi:
             total[:, lo:hi] += squares[:, lo + offset:hi + offset]

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from heli.ir._limits import check_tensor_size
 from heli.ir._ops import Attr, InferContext, op
 from heli.ir._types import Dim, TensorType, Type
 from heli.ops._infer import input_dtype, input_shape, tensor_input, unknown_dim
@@ -107,8 +108,8 @@ def _plan(in_sizes: list[int], scales: np.ndarray | None, sizes: np.ndarray | No
     if scales.size != count:
         raise ValueError(f"Resize 'scales' has {scales.size} values but {count} axes are "
                          "resized.")
-    if np.any(~(scales > 0)):
-        raise ValueError(f"Resize 'scales' {scales.tolist()!r} must all be positive.")
+    if np.any(~(scales > 0)) or not np.all(np.isfinite(scales)):
+        raise ValueError(f"Resize 'scales' {scales.tolist()!r} must all be positive and finite.")
     out, targets = [], []
     for i, s, (start, end) in zip(in_sizes, scales, roi, strict=True):
         length = _F32(i) * (_F32(end) - _F32(start)) if crop else _F32(i)
@@ -330,6 +331,10 @@ def resize(x, roi=None, scales=None, sizes=None, *, antialias, axes, coordinate_
     in_sizes = [x.shape[a] for a in axes]
     plan = _plan(in_sizes, scales, sizes, rois, keep_aspect_ratio_policy, crop)
     dtype = x.dtype
+    out_shape = list(x.shape)
+    for axis, size in zip(axes, plan.sizes, strict=True):
+        out_shape[axis] = size
+    check_tensor_size(out_shape, dtype)
     if mode != "nearest":
         if dtype.kind not in "fciub" and dtype.kind != "V":
             raise ValueError(f"Resize mode {mode!r} cannot interpolate {dtype.name} data.")
@@ -533,6 +538,7 @@ def affine_grid(theta, size, *, align_corners):
     if theta.shape[1:] != (spatial, spatial + 1) or theta.shape[0] != size[0]:
         raise ValueError(f"AffineGrid theta of shape {list(theta.shape)!r} does not fit size "
                          f"{size!r}; it must be ({size[0]}, {spatial}, {spatial + 1}).")
+    check_tensor_size([size[0], *size[2:], spatial], theta.dtype)
     ftype = np.float64 if theta.dtype == np.float64 else np.float32
     align = bool(align_corners)
     # Homogeneous base positions, innermost dim (x) first.

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from heli.ir._limits import check_tensor_size
 from heli.ir._ops import Attr, InferContext, op
 from heli.ir._types import Dim, DType, Shape, TensorType, Type
 from heli.ops._infer import (
@@ -668,6 +669,7 @@ def expand(x, shape):
         raise ValueError(
             f"Cannot expand a tensor of shape {list(x.shape)!r} to {target!r}."
         ) from None
+    check_tensor_size(out_shape, x.dtype)
     return np.array(np.broadcast_to(x, out_shape))
 
 
@@ -808,6 +810,7 @@ def pad(data, pads, constant_value=None, axes=None, *, mode):
         crop[a] = slice(-min(before, 0), data.shape[a] - -min(after, 0))
         widths[a] = (max(before, 0), max(after, 0))
     data = data[tuple(crop)]
+    check_tensor_size([d + sum(w) for d, w in zip(data.shape, widths, strict=True)], data.dtype)
     if mode == "constant":
         value = 0 if constant_value is None else np.asarray(constant_value).reshape(-1)[0]
         return np.pad(data, widths, mode="constant", constant_values=value)
@@ -857,6 +860,7 @@ def center_crop_pad(input_data, shape, *, axes):
         else:
             begin = (t - dim) // 2
             dst[a] = slice(begin, begin + dim)
+    check_tensor_size(out_shape, input_data.dtype)
     out = np.zeros(out_shape, dtype=input_data.dtype)
     out[tuple(dst)] = input_data[tuple(src)]
     return out
@@ -911,6 +915,9 @@ def _range_count(start, limit, delta) -> int:
         raise ValueError("Range's delta must not be 0.")
     if isinstance(start, int) and isinstance(limit, int) and isinstance(delta, int):
         return max(-(-(limit - start) // delta), 0)
+    if not all(math.isfinite(float(v)) for v in (start, limit, delta)):
+        raise ValueError(f"Range's start {start!r}, limit {limit!r} and delta {delta!r} must "
+                         "be finite numbers.")
     return max(math.ceil((float(limit) - float(start)) / float(delta)), 0)
 
 
@@ -922,6 +929,7 @@ def range_(start, limit, delta, *, stash_type):
     if dtype.kind in "iu":
         values = [int(v) for v in values]
     count = _range_count(*values)
+    check_tensor_size([count], dtype)
     if dtype.kind in "iu":
         return np.arange(count, dtype=np.int64).astype(dtype) * dtype.type(values[2]) + start
     # float16/bfloat16 compute in float32 unless stash_type asks otherwise.
@@ -953,6 +961,7 @@ def tile(x, repeats):
     reps = _ints_of(repeats)
     if len(reps) != x.ndim or any(r < 0 for r in reps):
         raise ValueError(f"Tile repeats {reps!r} must be {x.ndim} non-negative numbers.")
+    check_tensor_size([d * r for d, r in zip(x.shape, reps, strict=True)], x.dtype)
     return np.tile(x, reps)
 
 
@@ -987,6 +996,7 @@ def constant_of_shape(input, *, value):
     dims = _ints_of(input)
     if any(d < 0 for d in dims):
         raise ValueError(f"ConstantOfShape's shape {dims!r} has a negative dimension.")
+    check_tensor_size(dims, fill.dtype)
     return np.full(dims, fill, dtype=fill.dtype)
 
 
@@ -1089,6 +1099,7 @@ def one_hot(indices, depth, values, *, axis):
     rank = indices.ndim
     if not -rank - 1 <= axis <= rank:
         raise ValueError(f"axis {axis!r} is out of range for an output of rank {rank + 1}.")
+    check_tensor_size([*indices.shape, depth], values.dtype)
     idx = np.asarray(indices).astype(np.int64)
     idx = np.where(idx < 0, idx + depth, idx)
     hot = idx[..., None] == np.arange(depth)

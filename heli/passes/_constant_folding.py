@@ -70,6 +70,15 @@ class ConstantFolding(Pass):
 
         return rebuild(graph, visit)
 
+    @staticmethod
+    def _known_bytes(node: Node) -> int:
+        total = 0
+        for out in node.outputs:
+            t = out.type if out is not None else None
+            if isinstance(t, TensorType) and t.is_static:
+                total += (t.numel() or 0) * t.dtype.itemsize
+        return total
+
     def _fold(self, builder: GraphBuilder, node: Node, inputs: list[Value | None]):
         if not node.op.deterministic or any(subgraphs_of(node)):
             return None
@@ -80,6 +89,8 @@ class ConstantFolding(Pass):
             return None
         if not all(isinstance(o.type, TensorType) for o in node.outputs if o is not None):
             return None
+        if self._known_bytes(node) > self.max_bytes:
+            return None  # e.g. a ConstantOfShape filling huge weights: not worth computing
         kwargs = node.op.resolve_attrs(node.attrs)
         if node.op.wants_ctx:
             kwargs["ctx"] = ExecContext(

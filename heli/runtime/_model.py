@@ -136,9 +136,11 @@ def check_feeds(graph: Graph, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]
             array = np.asarray(feeds[name])
         except (ValueError, TypeError) as error:
             raise InputError(f"The feed for input {name!r} is not an array: {error}.") from None
-        if array.dtype != vtype.dtype.np and not (
-            array.dtype.kind in "US" and vtype.dtype.np == np.dtype(object)
-        ):
+        if vtype.dtype.np == np.dtype(object):
+            array = _string_feed(name, array)
+        elif array.dtype != vtype.dtype.np and array.dtype.newbyteorder("=") == vtype.dtype.np:
+            array = array.astype(vtype.dtype.np)  # big-endian data (e.g. from a .npy file)
+        if array.dtype != vtype.dtype.np:
             raise InputError(
                 f"Input {name!r} must have dtype {str(vtype.dtype)!r}, "
                 f"but the feed has dtype {array.dtype.name!r}."
@@ -150,6 +152,25 @@ def check_feeds(graph: Graph, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]
             )
         arrays[name] = array
     return arrays
+
+
+def _string_feed(name: str, array: np.ndarray) -> np.ndarray:
+    """A string feed as the object array of ``str`` that string ops work on."""
+    if array.dtype.kind in "US":
+        try:
+            return array.astype(str).astype(object)
+        except UnicodeDecodeError:
+            raise InputError(f"Input {name!r} holds strings, but the feed's bytes are not "
+                             "ASCII text.") from None
+    if array.dtype != np.dtype(object):
+        raise InputError(f"Input {name!r} holds strings, but the feed has dtype "
+                         f"{array.dtype.name!r}.")
+    flat = array.reshape(-1)
+    for index, item in enumerate(flat):
+        if not isinstance(item, str):
+            raise InputError(f"Input {name!r} holds strings, but element {index} of the feed "
+                             f"is a {type(item).__name__}.")
+    return array
 
 
 def bind_shapes(graph: Graph, shapes: Mapping[str, tuple[int, ...]]) -> dict[str, TensorType]:

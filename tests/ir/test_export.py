@@ -1,12 +1,12 @@
 import numpy as np
 import onnx
+from onnx import helper, numpy_helper
 
 import heli
 from heli.frontend.onnx import import_onnx
 from heli.ir import to_onnx
 from tests.conftest import run_onnxruntime
 from tests.frontend.test_onnx import make_model, tensor_info
-from onnx import helper, numpy_helper
 
 
 def test_exported_graph_is_valid_onnx_and_runs_the_same():

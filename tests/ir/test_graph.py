@@ -3,9 +3,9 @@ import dataclasses
 import numpy as np
 import pytest
 
+from heli._errors import ModelLoadError, ShapeError, VerificationError
 from heli.ir import DType, Graph, GraphBuilder, TensorType, Value, format_graph, verify
 from heli.ir._graph import Node
-from heli._errors import ModelLoadError, ShapeError, VerificationError
 
 F32 = DType.FLOAT32
 

@@ -2,8 +2,8 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from heli.ir import DType, TensorType, tensor_type_of
 from heli._errors import UnsupportedError
+from heli.ir import DType, TensorType, tensor_type_of
 
 
 def test_every_onnx_dtype_round_trips():

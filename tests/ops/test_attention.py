@@ -104,7 +104,8 @@ def test_attention_infer_errors():
     with pytest.raises(ShapeError, match="3-D Q needs the q_num_heads attribute"):
         infer("Attention", [q, q, q])
     with pytest.raises(ShapeError, match="past_key and past_value must be given together"):
-        infer("Attention", [TensorType(F32, (1, 2, 4, 8))] * 3 + [None, TensorType(F32, (1, 2, 3, 8))])
+        x = TensorType(F32, (1, 2, 4, 8))
+        infer("Attention", [x, x, x, None, TensorType(F32, (1, 2, 3, 8))])
     with pytest.raises(ShapeError, match="qk_matmul_output_mode 7"):
         infer("Attention", [TensorType(F32, (1, 2, 4, 8))] * 3, {"qk_matmul_output_mode": 7})
 
@@ -276,7 +277,7 @@ def test_linear_attention_gated_per_head_decay_closed_form():
 
 def test_linear_attention_delta_rule_memorizes_last_value():
     # With a unit key and beta = 1, the delta rule stores v exactly: S^T k = v.
-    b, t, h, d = 1, 3, 1, 4
+    b, t, d = 1, 3, 4
     k = RNG.standard_normal((b, t, d))
     k = (k / np.linalg.norm(k, axis=-1, keepdims=True)).astype(np.float32)
     v = RNG.standard_normal((b, t, d)).astype(np.float32)

@@ -449,3 +449,10 @@ def test_deform_conv_reduces_to_conv_and_shifts():
     got = ref("DeformConv", x1, ones, half)
     want = np.concatenate([(x1[..., :-1] + x1[..., 1:]) / 2, x1[..., -1:] / 2], axis=-1)
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+def test_global_average_pool_sums_in_four_lanes_like_mlas():
+    # Lanes (1e8, 1, -1e8, 1) combine as (1e8 - 1e8) + (1 + 1) = 2, then + 3:
+    # exact here, where a left-to-right float32 sum would lose the first 1.
+    x = np.array([[[1e8, 1, -1e8, 1, 3]]], np.float32)
+    np.testing.assert_array_equal(ref("GlobalAveragePool", x), [[[1.0]]])

@@ -55,7 +55,7 @@ def test_feed_errors_name_the_problem():
         model.run({})
     with pytest.raises(InputError, match=r"unknown input\(s\) \['z'\]"):
         model.run({"x": x, "z": x})
-    with pytest.raises(InputError, match="must have dtype 'float32', but the feed has dtype 'float64'"):
+    with pytest.raises(InputError, match="dtype 'float32', but the feed has dtype 'float64'"):
         model.run({"x": x.astype(np.float64)})
     with pytest.raises(InputError, match="must have rank 4"):
         model.run({"x": np.zeros((3, 2), np.float32)})

@@ -84,10 +84,7 @@ class GraphRunner:
             raise
         except Exception as error:
             label = node.name or (step.outputs[0] or node.op.name)
-            raise ExecutionError(
-                f"{node.op.name} node {label!r} failed on the given data: "
-                f"{type(error).__name__}: {error}"
-            ) from error
+            raise ExecutionError(_failure(node.op.name, label, error)) from error
         results = result if isinstance(result, tuple | list) else (result,)
         for name, value, out in zip(step.outputs, results, node.outputs, strict=False):
             if name is not None:
@@ -96,6 +93,25 @@ class GraphRunner:
                 env[name] = value
         for name in step.frees:
             env.pop(name, None)
+
+
+def _failure(op_name: str, label: str, error: Exception) -> str:
+    """One sentence for an exception a reference function raised.
+
+    ValueError and IndexError are how reference functions report bad data, in
+    sentences of their own; other types are shown by name, since they usually
+    come from deeper (numpy) code."""
+    text = str(error).strip() or "no details"
+    if isinstance(error, MemoryError):
+        # numpy says "Unable to allocate 3.64 TiB for an array with shape (...)".
+        head, text = "ran out of memory", f"{text} (the shapes are probably wrong)"
+    elif isinstance(error, ValueError | IndexError):
+        head = "failed on the given data"
+    else:
+        head, text = "failed on the given data", f"{type(error).__name__}: {text}"
+    if not text.endswith((".", "!", "?")):
+        text += "."
+    return f"{op_name} node {label!r} {head}: {text}"
 
 
 _runner_cache: dict[int, tuple[Graph, GraphRunner]] = {}
