@@ -11,7 +11,6 @@ from onnx import TensorProto, helper, numpy_helper
 
 import heli
 from heli._errors import ExecutionError, ShapeError
-from heli.ir._builder import GraphBuilder
 from heli.ir._types import DType, TensorType
 from heli.ops._attention import (
     attention,
@@ -20,27 +19,10 @@ from heli.ops._attention import (
     rotary_embedding,
     swiglu,
 )
+from tests.ops.helpers import infer_types as infer
 
 F32, F16 = DType.FLOAT32, DType.FLOAT16
 RNG = np.random.default_rng(0)
-
-
-def infer(op_name, inputs, attrs=None, num_outputs=1, domain=""):
-    """Output types of one node; arrays become constants, types graph inputs."""
-    from heli.ir._ops import get_op
-
-    b = GraphBuilder()
-    values = []
-    for i, t in enumerate(inputs):
-        if t is None:
-            values.append(None)
-        elif isinstance(t, np.ndarray):
-            values.append(b.add_constant(t, f"c{i}"))
-        else:
-            values.append(b.add_input(f"in{i}", t))
-    names = [f"out{i}" for i in range(num_outputs)]
-    return [o.type for o in b.add_node(get_op(op_name, domain), values, attrs or {},
-                                       output_names=names)]
 
 
 ATTN = dict(is_causal=0, kv_num_heads=None, q_num_heads=None, qk_matmul_output_mode=0,

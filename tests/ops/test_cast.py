@@ -10,17 +10,11 @@ from onnx import TensorProto, helper
 
 import heli
 from heli._errors import ShapeError
-from heli.ir._builder import GraphBuilder
 from heli.ir._types import DType, TensorType
 from heli.ops._cast import bit_cast, cast, cast_array
+from tests.ops.helpers import infer_types as infer
 
 F32 = DType.FLOAT32
-
-
-def infer(op_name, inputs, attrs=None):
-    b = GraphBuilder()
-    values = [b.add_input(f"in{i}", t) for i, t in enumerate(inputs)]
-    return [o.type for o in b.add_node(op_name, values, attrs or {}, output_names=["y"])]
 
 
 def as_f32(x):

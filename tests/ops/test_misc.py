@@ -13,21 +13,13 @@ from onnx import TensorProto, helper, numpy_helper
 
 import heli
 from heli._errors import ExecutionError, ShapeError, UnsupportedError
-from heli.ir._builder import GraphBuilder
 from heli.ir._ops import get_op
 from heli.ir._types import DType, TensorType
+from tests.ops.helpers import infer_types as infer
 
 F32 = DType.FLOAT32
 ML = "ai.onnx.ml"
 TRAINING = "ai.onnx.preview.training"
-
-
-def infer(op_name, inputs, attrs=None, domain="", num_outputs=1):
-    b = GraphBuilder()
-    values = [None if x is None else b.add_constant(x) if isinstance(x, np.ndarray)
-              else b.add_input(f"in{i}", x) for i, x in enumerate(inputs)]
-    outs = b.add_node(get_op(op_name, domain), values, attrs or {}, num_outputs=num_outputs)
-    return [o.type for o in outs]
 
 
 def run(op_name, feeds, attrs=None, domain="", opset=22, outputs=1):

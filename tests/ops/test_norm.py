@@ -9,20 +9,12 @@ from onnx import TensorProto, helper, numpy_helper
 
 import heli
 from heli._errors import ExecutionError, ShapeError
-from heli.ir._builder import GraphBuilder
 from heli.ir._types import DType, TensorType
 from tests.conftest import run_onnxruntime
+from tests.ops.helpers import infer_types as infer
 
 F32 = DType.FLOAT32
 RNG = np.random.default_rng(0)
-
-
-def infer(op_name, inputs, attrs=None, num_outputs=1):
-    """Output types of one node; arrays become constants, types graph inputs."""
-    b = GraphBuilder()
-    values = [b.add_input(f"in{i}", t) if t is not None else None for i, t in enumerate(inputs)]
-    names = [f"out{i}" for i in range(num_outputs)]
-    return [o.type for o in b.add_node(op_name, values, attrs or {}, output_names=names)]
 
 
 def model(op_name, feeds, outputs=("y",), attrs=None, opset=17, initializers=None):

@@ -11,7 +11,6 @@ import pytest
 from onnx import TensorProto
 
 from heli._errors import ShapeError
-from heli.ir._builder import GraphBuilder
 from heli.ir._types import DType, TensorType
 from heli.ops._quant import (
     conv_integer,
@@ -22,26 +21,12 @@ from heli.ops._quant import (
     qlinear_matmul,
     quantize_linear,
 )
+from tests.ops.helpers import infer_types as infer
 
 F32 = DType.FLOAT32
 RNG = np.random.default_rng(0)
 NO_CONV_ATTRS = dict(auto_pad="NOTSET", dilations=None, group=1, kernel_shape=None, pads=None,
                      strides=None)
-
-
-def infer(op_name, inputs, attrs=None, num_outputs=1):
-    """Output types of one node; arrays become constants, types graph inputs."""
-    b = GraphBuilder()
-    values = []
-    for i, t in enumerate(inputs):
-        if t is None:
-            values.append(None)
-        elif isinstance(t, np.ndarray):
-            values.append(b.add_constant(t, f"c{i}"))
-        else:
-            values.append(b.add_input(f"in{i}", t))
-    names = [f"out{i}" for i in range(num_outputs)]
-    return [o.type for o in b.add_node(op_name, values, attrs or {}, output_names=names)]
 
 
 def quantize(x, scale, zero_point=None, **attrs):
@@ -201,9 +186,9 @@ def test_qlinear_matmul_matches_float_oracle():
     want = np.clip(np.rint(real / 0.25) + 100, 0, 255)
     assert got.dtype == np.uint8
     assert np.abs(got.astype(np.int64) - want).max() <= 1  # float32 vs float64 ties
-    (t,) = infer("QLinearMatMul", [TensorType(DType.UINT8, ("n", 6)), None, None,
-                                   TensorType(DType.UINT8, (6, 3)), None, None, None,
-                                   TensorType(DType.INT8, ())])
+    scale, u8, i8 = TensorType(F32, ()), TensorType(DType.UINT8, ()), TensorType(DType.INT8, ())
+    (t,) = infer("QLinearMatMul", [TensorType(DType.UINT8, ("n", 6)), scale, u8,
+                                   TensorType(DType.UINT8, (6, 3)), scale, u8, scale, i8])
     assert t == TensorType(DType.INT8, ("n", 3))
 
 

@@ -9,25 +9,11 @@ from onnx import TensorProto, helper
 
 import heli
 from heli._errors import ExecutionError, ShapeError
-from heli.ir._builder import GraphBuilder
 from heli.ir._types import DType, TensorType
 from tests.conftest import run_onnxruntime
+from tests.ops.helpers import infer_types as infer
 
 F32 = DType.FLOAT32
-
-
-def infer(op_name, inputs, attrs=None, num_outputs=1):
-    """Output types of one node; arrays become constants, types graph inputs."""
-    b = GraphBuilder()
-    values = []
-    for i, item in enumerate(inputs):
-        if item is None:
-            values.append(None)
-        elif isinstance(item, np.ndarray):
-            values.append(b.add_constant(item))
-        else:
-            values.append(b.add_input(f"in{i}", item))
-    return [o.type for o in b.add_node(op_name, values, attrs or {}, num_outputs=num_outputs)]
 
 
 def model(op_name, feeds, attrs=None, opset=18, out_type=TensorProto.FLOAT):

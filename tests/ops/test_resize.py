@@ -11,9 +11,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 import heli
 from heli._errors import ExecutionError, ShapeError
-from heli.ir._builder import GraphBuilder
 from heli.ir._types import DType, TensorType
 from heli.ops._resize import affine_grid, grid_sample, resize
+from tests.ops.helpers import infer_types
 
 F32 = DType.FLOAT32
 RNG = np.random.default_rng(0)
@@ -31,17 +31,8 @@ def run_resize(x, scales=None, sizes=None, roi=None, **attrs):
 
 
 def infer(op_name, inputs, attrs=None):
-    """Output type of one node; arrays become constants, types graph inputs."""
-    b = GraphBuilder()
-    values = []
-    for i, t in enumerate(inputs):
-        if t is None:
-            values.append(None)
-        elif isinstance(t, np.ndarray):
-            values.append(b.add_constant(t, f"c{i}"))
-        else:
-            values.append(b.add_input(f"in{i}", t))
-    return b.add_node(op_name, values, attrs or {}, output_names=["y"])[0].type
+    """Output type of one node (see tests.ops.helpers.infer_types)."""
+    return infer_types(op_name, inputs, attrs)[0]
 
 
 # --------------------------------------------------------------------------- Resize: types

@@ -8,26 +8,12 @@ import numpy as np
 import pytest
 
 from heli._errors import ShapeError
-from heli.ir._builder import GraphBuilder
 from heli.ir._ops import ExecContext, get_op
 from heli.ir._types import DType, TensorType
+from tests.ops.helpers import infer_types as infer
 
 F32 = DType.FLOAT32
 I64 = DType.INT64
-
-
-def infer(op_name, inputs, attrs=None, num_outputs=1):
-    """Output types of one node; arrays become constants, types graph inputs."""
-    b = GraphBuilder()
-    values = []
-    for i, item in enumerate(inputs):
-        if item is None:
-            values.append(None)
-        elif isinstance(item, np.ndarray):
-            values.append(b.add_constant(item))
-        else:
-            values.append(b.add_input(f"in{i}", item))
-    return [o.type for o in b.add_node(op_name, values, attrs or {}, num_outputs=num_outputs)]
 
 
 def ref(op_name, *inputs, num_outputs=1, **attrs):

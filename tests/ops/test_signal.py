@@ -9,17 +9,15 @@ from onnx import helper
 
 import heli
 from heli._errors import ExecutionError, ShapeError
-from heli.ir._builder import GraphBuilder
 from heli.ir._types import DType, TensorType
+from tests.ops.helpers import infer_types
 
 F32 = DType.FLOAT32
 
 
 def infer(op_name, inputs, attrs=None):
-    b = GraphBuilder()
-    values = [None if x is None else b.add_constant(x) if isinstance(x, np.ndarray)
-              else b.add_input(f"in{i}", x) for i, x in enumerate(inputs)]
-    return b.add_node(op_name, values, attrs or {})[0].type
+    """Output type of one node (see tests.ops.helpers.infer_types)."""
+    return infer_types(op_name, inputs, attrs)[0]
 
 
 def run(op_name, feeds, attrs=None, opset=20, names=None):

@@ -9,8 +9,8 @@ from onnx import TensorProto, helper
 
 import heli
 from heli._errors import ShapeError
-from heli.ir._builder import GraphBuilder
 from heli.ir._types import DType, TensorType
+from tests.ops.helpers import infer_types as infer
 
 S = DType.STRING
 
@@ -19,13 +19,6 @@ def strings(*values, shape=None) -> np.ndarray:
     out = np.empty(len(values), dtype=object)
     out[:] = values
     return out.reshape(shape if shape is not None else (len(values),))
-
-
-def infer(op_name, inputs, attrs=None, num_outputs=1):
-    b = GraphBuilder()
-    values = [b.add_constant(x) if isinstance(x, np.ndarray) else b.add_input(f"in{i}", x)
-              for i, x in enumerate(inputs)]
-    return [o.type for o in b.add_node(op_name, values, attrs or {}, num_outputs=num_outputs)]
 
 
 def run(op_name, feeds, attrs=None, outputs=("y",), opset=20):
