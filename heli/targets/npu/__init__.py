@@ -1,0 +1,34 @@
+"""Heli's open reference NPU: a parameterized int8 accelerator (a DIM x DIM
+weight-stationary systolic array with int32 accumulators, a vector unit,
+scratchpad and accumulator SRAMs, a DMA engine, and load / compute / store
+queues synchronized by tokens).  See ``docs/npu.md``.
+
+* :mod:`heli.targets.npu.isa` — the instruction set, defined once (encoder,
+  decoder, assembler, disassembler and reference semantics);
+* :mod:`heli.targets.npu.sim` — the bit-exact functional simulator;
+* :mod:`heli.targets.npu.arith` — the exact fixed-point arithmetic;
+* :mod:`heli.targets.npu.config` — the parameters;
+* :mod:`heli.targets.npu.docgen` — regenerates the encoding tables of the spec.
+
+This package is not a registered target yet.
+"""
+
+from heli.targets.npu.config import NpuConfig
+from heli.targets.npu.errors import (
+    AssemblyError,
+    ConfigError,
+    DecodeError,
+    IsaError,
+    NpuError,
+    NpuExecutionError,
+)
+
+__all__ = [
+    "AssemblyError",
+    "ConfigError",
+    "DecodeError",
+    "IsaError",
+    "NpuConfig",
+    "NpuError",
+    "NpuExecutionError",
+]
