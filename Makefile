@@ -32,7 +32,7 @@ test: $(STAMP)
 	OPENBLAS_NUM_THREADS=1 $(PY) -m pytest -n $(JOBS) -q
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check heli tests examples scripts
+	$(VENV)/bin/ruff check heli tests examples scripts bench
 
 conformance: $(STAMP)
 	$(VENV)/bin/heli conformance --target ref --compare onnxruntime
