@@ -77,6 +77,19 @@ def build_parser() -> argparse.ArgumentParser:
     conf.add_argument("--show", choices=["fail", "all", "none"], default="none",
                       help="list failing (or all) cases by name")
     conf.set_defaults(func=c.cmd_conformance)
+
+    from heli.cli._quantize import cmd_quantize
+
+    quant = sub.add_parser("quantize", help="int8 post-training quantization (QDQ ONNX)")
+    quant.add_argument("model", help="float ONNX model file")
+    quant.add_argument("--calib", required=True, metavar="DIR_OR_NPZ",
+                       help="a directory of .npy samples (single-input models) or an .npz "
+                            "with one array per input (first axis = samples)")
+    quant.add_argument("-o", "--output", required=True, metavar="FILE.onnx")
+    quant.add_argument("--calibrator", choices=["minmax", "percentile"], default="minmax")
+    quant.add_argument("--input-shape", action="append", default=[], metavar="NAME=D0,D1,...",
+                       help="bind a dynamic input shape (repeatable)")
+    quant.set_defaults(func=cmd_quantize)
     return parser
 
 

@@ -1,0 +1,50 @@
+"""``quantize``: calibrate a float graph, then rewrite it into QDQ form."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+
+from heli.ir._graph import Graph
+from heli.passes import DeadCodeElimination, PassManager, default_pipeline
+from heli.quant._calibrate import Calibrator, calibrate
+from heli.quant._qdq import QuantizeQDQ
+
+
+def quantize(
+    model: Graph,
+    samples: Iterable[Mapping[str, np.ndarray]],
+    *,
+    calibrator: str | Calibrator = "minmax",
+    symmetric_activations: bool = False,
+    optimize: bool = True,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+) -> Graph:
+    """An int8 QDQ version of ``model`` calibrated on ``samples`` (feed dicts).
+
+    With ``optimize`` the float graph first goes through the default pass
+    pipeline (BatchNorm folded into Conv, MatMul + Add into Gemm, constants
+    folded), so the quantized ops are the ones a backend will see;
+    ``input_shapes`` binds dynamic input dimensions there.  ``model`` may also
+    be anything :func:`heli.compile` takes except a torch module.
+    """
+    graph = _as_graph(model)
+    if optimize:
+        input_types = None
+        if input_shapes:
+            from heli.runtime import bind_shapes
+
+            input_types = bind_shapes(graph, {k: tuple(v) for k, v in input_shapes.items()})
+        graph = PassManager(default_pipeline(input_types)).run(graph)
+    ranges = calibrate(graph, samples, calibrator)
+    graph = QuantizeQDQ(ranges, symmetric_activations).apply(graph)
+    return DeadCodeElimination().apply(graph)
+
+
+def _as_graph(model: object) -> Graph:
+    if isinstance(model, Graph):
+        return model
+    from heli.frontend.onnx import import_onnx
+
+    return import_onnx(model)  # type: ignore[arg-type]

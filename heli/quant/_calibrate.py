@@ -1,0 +1,165 @@
+"""Calibration: run the float model on the ``ref`` target and record the range
+of every tensor that quantization will need (the float inputs of Conv, MatMul
+and Gemm).
+
+The observed tensors are made extra outputs of a copy of the graph, so one
+ordinary run of :class:`heli.targets.ref.GraphRunner` per sample yields them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+
+from heli._errors import InputError
+from heli.ir._graph import Graph, Node
+from heli.ir._types import DType, TensorType, tensor_type_of
+from heli.targets.ref import GraphRunner
+
+# The ops whose inputs are quantized, and which input of each holds weights
+# (quantized per output channel when constant).
+QUANTIZED_OPS = {"Conv": 1, "MatMul": 1, "Gemm": 1}
+
+
+class Calibrator:
+    """Collects values of tensors and turns them into ``(low, high)`` ranges."""
+
+    name = "base"
+
+    def observe(self, name: str, array: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def ranges(self) -> dict[str, tuple[float, float]]:
+        raise NotImplementedError
+
+
+class MinMaxCalibrator(Calibrator):
+    """The smallest and largest value seen over all samples."""
+
+    name = "minmax"
+
+    def __init__(self) -> None:
+        self._low: dict[str, float] = {}
+        self._high: dict[str, float] = {}
+
+    def observe(self, name: str, array: np.ndarray) -> None:
+        finite = _finite(array)
+        if finite.size == 0:
+            return
+        low, high = float(finite.min()), float(finite.max())
+        self._low[name] = min(low, self._low.get(name, low))
+        self._high[name] = max(high, self._high.get(name, high))
+
+    def ranges(self) -> dict[str, tuple[float, float]]:
+        return {n: (self._low[n], self._high[n]) for n in self._low}
+
+
+class PercentileCalibrator(Calibrator):
+    """The ``100 - percentile`` and ``percentile`` percentiles of all values
+    seen, so that a few outliers do not stretch the range (and coarsen the
+    scale) of every other value.  At most ``max_values`` values per sample
+    and tensor are kept (an evenly strided subset), to bound memory."""
+
+    name = "percentile"
+
+    def __init__(self, percentile: float = 99.99, max_values: int = 1 << 20) -> None:
+        if not 50.0 < percentile <= 100.0:
+            raise InputError(f"The percentile {percentile!r} is not in (50, 100].")
+        self.percentile = float(percentile)
+        self.max_values = max_values
+        self._values: dict[str, list[np.ndarray]] = {}
+
+    def observe(self, name: str, array: np.ndarray) -> None:
+        finite = _finite(array)
+        if finite.size > self.max_values:
+            finite = finite[:: -(-finite.size // self.max_values)]
+        if finite.size:
+            self._values.setdefault(name, []).append(finite)
+
+    def ranges(self) -> dict[str, tuple[float, float]]:
+        result = {}
+        for name, chunks in self._values.items():
+            values = np.concatenate(chunks)
+            low, high = np.percentile(values, [100.0 - self.percentile, self.percentile])
+            result[name] = (float(low), float(high))
+        return result
+
+
+def _finite(array: np.ndarray) -> np.ndarray:
+    flat = np.asarray(array, dtype=np.float64).reshape(-1)
+    return flat[np.isfinite(flat)]
+
+
+def make_calibrator(kind: str | Calibrator) -> Calibrator:
+    """A calibrator from its name (``"minmax"`` or ``"percentile"``)."""
+    if isinstance(kind, Calibrator):
+        return kind
+    if kind == "minmax":
+        return MinMaxCalibrator()
+    if kind == "percentile":
+        return PercentileCalibrator()
+    raise InputError(f"Unknown calibrator {kind!r}; choose 'minmax' or 'percentile'.")
+
+
+def _is_float32(graph_types: Mapping[str, object], name: str) -> bool:
+    vtype = graph_types.get(name)
+    return isinstance(vtype, TensorType) and vtype.dtype is DType.FLOAT32
+
+
+def quantizable_nodes(graph: Graph) -> list[Node]:
+    """The Conv / MatMul / Gemm nodes whose two operands are float32."""
+    types = {name: v.type for name, v in graph.values().items()}
+    types.update({name: tensor_type_of(a) for name, a in graph.constants.items()})
+    found = []
+    for node in graph.nodes:
+        if node.op.domain or node.op.name not in QUANTIZED_OPS:
+            continue
+        operands = node.inputs[:2]
+        if all(v is not None and _is_float32(types, v.name) for v in operands):
+            found.append(node)
+    return found
+
+
+def activations_to_observe(graph: Graph) -> list[str]:
+    """Names of the non-constant operands of the quantizable nodes, in order."""
+    names: list[str] = []
+    for node in quantizable_nodes(graph):
+        for value in node.inputs[:2]:
+            if value.name not in graph.constants and value.name not in names:
+                names.append(value.name)
+    return names
+
+
+def calibrate(
+    graph: Graph,
+    samples: Iterable[Mapping[str, np.ndarray]],
+    calibrator: str | Calibrator = "minmax",
+    names: Sequence[str] | None = None,
+) -> dict[str, tuple[float, float]]:
+    """Run ``graph`` on each feed of ``samples`` (on ``ref``) and return the
+    range of each tensor in ``names`` (default: :func:`activations_to_observe`)."""
+    calib = make_calibrator(calibrator)
+    names = list(activations_to_observe(graph) if names is None else names)
+    values = graph.values()
+    missing = [n for n in names if n not in values]
+    if missing:
+        raise InputError(f"The graph has no value {missing[0]!r} to observe.")
+    observed = graph.replace(outputs=tuple(values[n] for n in names))
+    runner = GraphRunner(observed)
+    input_names = [v.name for v in graph.inputs]
+    count = 0
+    for feeds in samples:
+        unknown = sorted(set(feeds) - set(input_names))
+        absent = [n for n in input_names if n not in feeds]
+        if unknown or absent:
+            raise InputError(
+                f"Calibration sample {count} has inputs {sorted(feeds)!r}, but the model's "
+                f"inputs are {input_names!r}."
+            )
+        for name, array in zip(names, runner.run(feeds), strict=True):
+            calib.observe(name, array)
+        count += 1
+    if count == 0:
+        raise InputError("There are no calibration samples.")
+    return calib.ranges()
