@@ -6,6 +6,7 @@ queues synchronized by tokens).  See ``docs/npu.md``.
 * :mod:`heli.targets.npu.isa` — the instruction set, defined once (encoder,
   decoder, assembler, disassembler and reference semantics);
 * :mod:`heli.targets.npu.sim` — the bit-exact functional simulator;
+* :mod:`heli.targets.npu.cycles` — the cycle model (per-unit timelines, traces);
 * :mod:`heli.targets.npu.arith` — the exact fixed-point arithmetic;
 * :mod:`heli.targets.npu.config` — the parameters;
 * :mod:`heli.targets.npu.docgen` — regenerates the encoding tables of the spec.
@@ -14,6 +15,7 @@ This package is not a registered target yet.
 """
 
 from heli.targets.npu.config import NpuConfig
+from heli.targets.npu.cycles import CycleReport, TimingParams, estimate
 from heli.targets.npu.errors import (
     AssemblyError,
     ConfigError,
@@ -26,9 +28,12 @@ from heli.targets.npu.errors import (
 __all__ = [
     "AssemblyError",
     "ConfigError",
+    "CycleReport",
     "DecodeError",
     "IsaError",
     "NpuConfig",
     "NpuError",
     "NpuExecutionError",
+    "TimingParams",
+    "estimate",
 ]
