@@ -16,7 +16,7 @@ from heli._errors import (
     UnsupportedError,
     VerificationError,
 )
-from heli.runtime import CompiledModel
+from heli.runtime import CompiledModel, load
 
 __version__ = "0.1.0"
 
@@ -33,4 +33,5 @@ __all__ = [
     "VerificationError",
     "__version__",
     "compile",
+    "load",
 ]

@@ -7,15 +7,13 @@ import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
-
 from heli._errors import HeliError
 from heli.frontend.onnx import import_onnx
 from heli.ir._graph import Graph
 from heli.ir._types import TensorType
 from heli.partition import node_label, partition
 from heli.passes import PassManager, default_pipeline
-from heli.runtime import CompiledModel, Placement, Specialization
+from heli.runtime import CompiledModel, Placement, Specialization, Stage
 from heli.target import CompileOptions, get_target
 
 
@@ -55,20 +53,14 @@ def compile(
                 FallbackWarning, stacklevel=4,
             )
         options = CompileOptions(debug=debug)
-        compiled = [(seg, seg.target.compile(seg.graph, options)) for seg in segments]
-
-        def run(feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-            env = {**optimized.constants, **feeds}  # an output may be a (folded) constant
-            for seg, exe in compiled:
-                env.update(exe.run({v.name: env[v.name] for v in seg.graph.inputs}))
-            return {v.name: env[v.name] for v in optimized.outputs}
-
+        stages = [Stage(seg.target.name, seg.graph, seg.target.compile(seg.graph, options))
+                  for seg in segments]
         placement = Placement(
             tuple((seg.target.name, tuple(node_label(n) for n in seg.nodes)) for seg in segments),
             refused,
         )
         times = {r.name: r.seconds for r in manager.records}
-        return Specialization(optimized, run, placement, times)
+        return Specialization(optimized, stages, placement, times)
 
     compiled_model = CompiledModel(graph, target, specialize)
     if input_shapes is not None:

@@ -145,6 +145,9 @@ def cmd_info(args: argparse.Namespace) -> int:
         console.print(f"FLOPs: {_format_count(stats.flops)} ({stats.flops:,})"
                       if stats.flops is not None else "FLOPs: unknown")
         console.print(f"nodes after optimization: {len(optimized.nodes)}")
+        from heli.cli._compile import memory_summary
+
+        console.print(memory_summary(optimized))
         if args.print_ir:
             console.print(str(optimized), markup=False, highlight=False)
         if args.save_optimized:
@@ -163,14 +166,14 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    import heli
-
     if args.output:
         _check_output_dir(Path(args.output))  # before any work
     feeds = parse_inputs(args.input)
     shapes = parse_shapes(args.input_shape)
     start = time.perf_counter()
-    model = heli.compile(args.model, target=args.target, debug=args.debug)
+    from heli.cli._compile import open_model
+
+    model = open_model(args)  # a .heli file is loaded, an ONNX model compiled
     unknown = [n for n in list(feeds) + list(shapes) if n not in model.input_names]
     if unknown:
         raise InputError(
@@ -188,7 +191,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     outputs = model.run(feeds)
     run_seconds = time.perf_counter() - start
 
-    table = Table(title=f"outputs ({args.target})", show_edge=False)
+    table = Table(title=f"outputs ({model.target})", show_edge=False)
     for col in ("name", "dtype", "shape", "min", "max", "mean"):
         table.add_column(col)
     for name, value in outputs.items():
@@ -243,6 +246,10 @@ def _random_feed(name: str, vtype, rng: np.random.Generator) -> np.ndarray:
 def _check_output_dir(directory: Path) -> None:
     if directory.exists() and not directory.is_dir():
         raise InputError(f"--output {str(directory)!r} exists and is not a directory.")
+    parent = next((p for p in directory.parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise InputError(f"--output {str(directory)!r} cannot be created: {str(parent)!r} is "
+                         "not a directory.")
 
 
 def _file_names(names: list[str]) -> dict[str, str]:

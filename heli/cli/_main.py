@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     info.set_defaults(func=c.cmd_info)
 
     run = sub.add_parser("run", help="compile and run a model")
-    run.add_argument("model", help="ONNX model file")
+    run.add_argument("model", help="ONNX model file or compiled .heli file")
     run.add_argument("--target", default="ref", help="target to compile for (default: ref)")
     run.add_argument("--input", action="append", default=[], metavar="NAME=FILE.npy",
                      help="feed an input from a .npy file (repeatable); random if omitted")
@@ -90,6 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
     quant.add_argument("--input-shape", action="append", default=[], metavar="NAME=D0,D1,...",
                        help="bind a dynamic input shape (repeatable)")
     quant.set_defaults(func=cmd_quantize)
+
+    from heli.cli._compile import add_compile_parser
+
+    add_compile_parser(sub)
     return parser
 
 

@@ -7,7 +7,7 @@ for each new set of input shapes (compiling it once and caching it, as
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +15,8 @@ import numpy as np
 
 from heli._errors import InputError, ShapeError
 from heli.ir._graph import Graph, Value
-from heli.ir._types import TensorType
+from heli.ir._types import OptionalType, SequenceType, TensorType
+from heli.target._base import Executable
 
 Shapes = tuple[tuple[int, ...], ...]
 
@@ -34,15 +35,32 @@ class Placement:
         return result
 
 
-class Specialization:
-    """One compiled version of the model, for one tuple of input shapes."""
+@dataclass(frozen=True)
+class Stage:
+    """One compiled segment: which target runs it, its graph, its executable."""
 
-    def __init__(self, graph: Graph, run: Callable[[Mapping[str, np.ndarray]], dict],
-                 placement: Placement, pass_times: Mapping[str, float]) -> None:
+    target: str
+    graph: Graph
+    executable: Executable
+
+
+class Specialization:
+    """One compiled version of the model, for one tuple of input shapes:
+    its optimized graph and the compiled segments that run it, in order."""
+
+    def __init__(self, graph: Graph, stages: Sequence[Stage], placement: Placement,
+                 pass_times: Mapping[str, float]) -> None:
         self.graph = graph
-        self.run = run
+        self.stages = tuple(stages)
         self.placement = placement
         self.pass_times = dict(pass_times)
+
+    def run(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
+        """Run the stages in order, each on the values it reads."""
+        env = {**self.graph.constants, **feeds}  # an output may be a (folded) constant
+        for stage in self.stages:
+            env.update(stage.executable.run({v.name: env[v.name] for v in stage.graph.inputs}))
+        return {v.name: env[v.name] for v in self.graph.outputs}
 
 
 class CompiledModel:
@@ -129,7 +147,8 @@ def check_feeds(graph: Graph, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]
     arrays = {}
     for name, value in expected.items():
         vtype = value.type
-        if not isinstance(vtype, TensorType):  # sequences, optionals: passed through
+        if not isinstance(vtype, TensorType):  # sequences, optionals: checked, passed through
+            _check_container_feed(name, vtype, feeds[name])
             arrays[name] = feeds[name]
             continue
         try:
@@ -152,6 +171,32 @@ def check_feeds(graph: Graph, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]
             )
         arrays[name] = array
     return arrays
+
+
+def _check_container_feed(name: str, vtype: Any, value: Any) -> None:
+    """A sequence feed is a list of arrays of its element dtype; an optional one is
+    None or a value of its element type."""
+    if isinstance(vtype, OptionalType):
+        if value is not None:
+            _check_container_feed(name, vtype.elem, value)
+        return
+    if isinstance(vtype, SequenceType):
+        if not isinstance(value, list | tuple):
+            raise InputError(f"Input {name!r} is a sequence ({vtype}); its feed must be a list "
+                             f"of arrays, not {type(value).__name__!r}.")
+        elem = vtype.elem
+        for index, item in enumerate(value):
+            if isinstance(elem, TensorType) and not (
+                isinstance(item, np.ndarray) and item.dtype == elem.dtype.np
+            ):
+                got = item.dtype.name if isinstance(item, np.ndarray) else type(item).__name__
+                raise InputError(f"Item {index} of the sequence fed to input {name!r} must be a "
+                                 f"{elem.dtype} array, not {got!r}.")
+        return
+    if isinstance(vtype, TensorType):
+        if not isinstance(value, np.ndarray) or value.dtype != vtype.dtype.np:
+            got = value.dtype.name if isinstance(value, np.ndarray) else type(value).__name__
+            raise InputError(f"Input {name!r} holds {vtype} values, not {got!r}.")
 
 
 def _string_feed(name: str, array: np.ndarray) -> np.ndarray:

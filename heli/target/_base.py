@@ -7,6 +7,11 @@ A target is capability data plus a small abstract surface:
 * :meth:`Target.compile` turns a (sub)graph into an :class:`Executable`;
 * :meth:`Executable.run` runs it on numpy feeds.
 
+Optionally, a target can save compiled code (``heli compile -o model.heli``):
+:meth:`Executable.serialize` gives the payload bytes, :meth:`Target.deserialize`
+turns them back into an executable, and :meth:`Target.host_fingerprint` says
+what a host must match to run that code (e.g. the CPU ISA it was compiled for).
+
 Targets are found through the ``heli.targets`` entry-point group; the
 built-in ones register exactly the way a vendor's plugin package would.
 """
@@ -20,6 +25,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from heli._errors import TargetError
 from heli.ir._graph import Graph, Node
 
 #: The target API version this Heli offers; plugins declare the one they need.
@@ -55,6 +61,13 @@ class Executable(abc.ABC):
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run on ``feeds`` (by input name) and return outputs by name."""
 
+    def serialize(self) -> bytes:
+        """The compiled code as bytes, for :meth:`Target.deserialize` (optional)."""
+        raise TargetError(
+            f"The executable {type(self).__name__} cannot save compiled code: its target "
+            "does not implement Executable.serialize()."
+        )
+
 
 class Target(abc.ABC):
     """Base class of every target (built-in or plugin)."""
@@ -64,6 +77,8 @@ class Target(abc.ABC):
     #: The TARGET_API_VERSION this target was written against.
     api_version: ClassVar[int] = TARGET_API_VERSION
     description: ClassVar[str] = ""
+    #: The target's own version; a saved artifact runs only on the same version.
+    version: ClassVar[str] = ""
 
     @abc.abstractmethod
     def supports(self, node: Node) -> Support:
@@ -72,6 +87,20 @@ class Target(abc.ABC):
     @abc.abstractmethod
     def compile(self, graph: Graph, options: CompileOptions) -> Executable:
         """Compile ``graph`` (every node of which :meth:`supports`)."""
+
+    def deserialize(self, payload: bytes, options: CompileOptions) -> Executable:
+        """An executable from the bytes of :meth:`Executable.serialize` (optional)."""
+        raise TargetError(
+            f"The target {self.name!r} cannot load saved compiled code: it does not "
+            "implement Target.deserialize()."
+        )
+
+    def host_fingerprint(self) -> dict[str, str]:
+        """What a host must match to run this target's saved code (e.g. the CPU ISA).
+
+        Empty (the default) means the saved code runs on any host.
+        """
+        return {}
 
     def __repr__(self) -> str:
         return f"<target {self.name!r}>"

@@ -84,7 +84,7 @@ class GraphRunner:
             raise
         except Exception as error:
             label = node.name or (step.outputs[0] or node.op.name)
-            raise ExecutionError(_failure(node.op.name, label, error)) from error
+            raise ExecutionError(_failure(node.op.name, label, error, args)) from error
         results = result if isinstance(result, tuple | list) else (result,)
         for name, value, out in zip(step.outputs, results, node.outputs, strict=False):
             if name is not None:
@@ -95,7 +95,7 @@ class GraphRunner:
             env.pop(name, None)
 
 
-def _failure(op_name: str, label: str, error: Exception) -> str:
+def _failure(op_name: str, label: str, error: Exception, args: list[Any]) -> str:
     """One sentence for an exception a reference function raised.
 
     ValueError and IndexError are how reference functions report bad data, in
@@ -107,11 +107,22 @@ def _failure(op_name: str, label: str, error: Exception) -> str:
         head, text = "ran out of memory", f"{text} (the shapes are probably wrong)"
     elif isinstance(error, ValueError | IndexError):
         head = "failed on the given data"
-    else:
-        head, text = "failed on the given data", f"{type(error).__name__}: {text}"
+    else:  # an unexpected failure: show what the node got
+        head = f"failed on inputs ({', '.join(map(_describe, args))})"
+        text = f"{type(error).__name__}: {text}"
     if not text.endswith((".", "!", "?")):
         text += "."
     return f"{op_name} node {label!r} {head}: {text}"
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, np.ndarray | np.generic):
+        return f"{value.dtype.name}{list(np.shape(value))}"
+    if isinstance(value, list):
+        return f"a sequence of {len(value)}"
+    return type(value).__name__
 
 
 _runner_cache: dict[int, tuple[Graph, GraphRunner]] = {}
@@ -123,8 +134,32 @@ def run_subgraph(graph: Graph, inputs: Sequence[Any], outer: Mapping[str, Any]) 
     if cached is None or cached[0] is not graph:
         cached = (graph, GraphRunner(graph))
         _runner_cache[id(graph)] = cached
-    feeds = {v.name: x for v, x in zip(graph.inputs, inputs, strict=False)}
+    feeds = {}
+    for value, x in zip(graph.inputs, inputs, strict=False):
+        _check_body_input(graph, value.name, value.type, x)
+        feeds[value.name] = x
     return cached[1].run(feeds, outer)
+
+
+def _check_body_input(graph: Graph, name: str, declared: Any, value: Any) -> None:
+    """A Loop/Scan body input must get what the body declares (dtype, rank, static
+    dims); otherwise the body's inferred types, and so the node's, are wrong."""
+    if not isinstance(declared, TensorType) or not isinstance(value, np.ndarray):
+        return
+    fits = value.dtype == declared.dtype.np
+    if fits and value.ndim == 0 and declared.shape is not None and len(declared.shape) == 1:
+        # A scalar (a Loop's iteration number or condition) where the body declares
+        # a 1-element vector: ONNX Runtime accepts that too.
+        fits = declared.shape[0] in (1,) or isinstance(declared.shape[0], str)
+    elif fits and declared.shape is not None:
+        fits = len(declared.shape) == value.ndim and all(
+            not isinstance(d, int) or d == n for d, n in zip(declared.shape, value.shape,
+                                                            strict=True))
+    if not fits:
+        raise ExecutionError(
+            f"The body graph {graph.name!r} declares its input {name!r} as {declared}, but "
+            f"gets a {value.dtype.name} tensor of shape {list(value.shape)!r}."
+        )
 
 
 def _check_type(node: Node, expected: Any, value: Any) -> None:
