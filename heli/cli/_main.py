@@ -94,6 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
     from heli.cli._compile import add_compile_parser
 
     add_compile_parser(sub)
+
+    from heli.cli._explain import add_explain_parser
+
+    add_explain_parser(sub)
     return parser
 
 

@@ -13,7 +13,9 @@ from heli.passes._canonicalize import Canonicalize
 from heli.passes._constant_folding import ConstantFolding
 from heli.passes._cse import CommonSubexpressionElimination
 from heli.passes._dce import DeadCodeElimination
+from heli.passes._fusion import Fusion, FusionRules
 from heli.passes._pass import Pass, PassManager, PassRecord
+from heli.passes._qdq_to_int import QdqToInt
 from heli.passes._shape_inference import ShapeInference
 
 __all__ = [
@@ -21,9 +23,12 @@ __all__ = [
     "CommonSubexpressionElimination",
     "ConstantFolding",
     "DeadCodeElimination",
+    "Fusion",
+    "FusionRules",
     "Pass",
     "PassManager",
     "PassRecord",
+    "QdqToInt",
     "ShapeInference",
     "all_passes",
     "default_pipeline",

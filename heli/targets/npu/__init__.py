@@ -11,7 +11,8 @@ queues synchronized by tokens).  See ``docs/npu.md``.
 * :mod:`heli.targets.npu.config` — the parameters;
 * :mod:`heli.targets.npu.docgen` — regenerates the encoding tables of the spec.
 
-This package is not a registered target yet.
+* :mod:`heli.targets.npu.lower` — lowering of the integer ops onto the ISA;
+* :mod:`heli.targets.npu.target` — the ``npu`` target (entry point ``heli.targets``).
 """
 
 from heli.targets.npu.config import NpuConfig

@@ -1,0 +1,363 @@
+"""QDQ → integer ops: fuse the DequantizeLinear → op → QuantizeLinear chains of
+a quantized graph (as :mod:`heli.quant` or ONNX Runtime's quantizer write them)
+into the exact integer ops of :mod:`heli.ops._npu_int`.
+
+Recognized, with int8 activations (per-tensor scale and zero point) and
+symmetric int8 weights (per-tensor or per-output-channel, zero point 0):
+
+* ``DQ(x), DQ(w) [, DQ(b) | b] → Conv | MatMul | Gemm [→ Relu | Clip]
+  [→ MaxPool] (Conv only) → Q``  →  ``heli:QConv | heli:QMatMul [→ heli:QMaxPool]``;
+* ``DQ(a), DQ(b) → Add [→ Relu | Clip] → Q``  →  ``heli:QAdd``;
+* ``DQ(x) → MaxPool → Q`` with the same scale and zero point  →  ``heli:QMaxPool``.
+
+Each intermediate value must have exactly one reader (and not be a graph
+output), so no float value disappears that something else needs.  The
+requantization multiplier and shift come from the float scales:
+``M / 2**s ≈ s_x · s_w[c] / s_y`` (:func:`heli.quant._fixed_point.quantize_multiplier`);
+the bias becomes int32 at scale ``s_x · s_w[c]``.  The result computes the
+integer semantics of those ops, which every backend reproduces exactly; it is
+close to, but not bit-identical with, the float QDQ graph.  Chains that do not
+fit are left as they are.
+
+The pass is target-neutral and not part of the default pipeline: apply it to
+a quantized graph before :func:`heli.compile` (the default pipeline's constant
+folding would otherwise fold the weights' DequantizeLinear into float).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from heli.ir._builder import GraphBuilder, rebuild
+from heli.ir._graph import Graph, Node, Value
+from heli.ir._ops import get_op
+from heli.ir._types import DType, TensorType
+from heli.passes._dce import DeadCodeElimination
+from heli.passes._pass import Pass
+
+_ACTIVATIONS = ("Relu", "Clip")
+INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
+
+
+def quantize_multiplier(scale: float) -> tuple[int, int]:
+    # imported late: heli.quant imports heli.passes
+    from heli.quant._fixed_point import quantize_multiplier as exact
+
+    return exact(scale)
+
+
+@dataclass
+class _QParams:
+    q: Value          # the int8 tensor the DequantizeLinear reads
+    scale: np.ndarray  # float32 scalar or 1-D
+    zero_point: np.ndarray
+
+
+@dataclass
+class _Plan:
+    kind: str                                  # QConv, QMatMul, QAdd, QMaxPool
+    anchor: Node
+    final: Node                                # the QuantizeLinear
+    inputs: list[Value]                        # int8 inputs (before mapping)
+    constants: list[np.ndarray | None]         # weight, bias (QConv / QMatMul)
+    attrs: dict[str, Any]
+    pool: dict[str, Any] | None = None         # attributes of a trailing QMaxPool
+    skipped: list[Node] = field(default_factory=list)
+
+
+class _Matcher:
+    def __init__(self, graph: Graph) -> None:
+        self.graph = graph
+        self.consts = graph.constants
+        self.producers = graph.producers()
+        self.users = graph.users()
+        self.outputs = {v.name for v in graph.outputs}
+
+    def const(self, value: Value | None) -> np.ndarray | None:
+        return None if value is None else self.consts.get(value.name)
+
+    def dq(self, value: Value | None, *, const_input: bool = False) -> _QParams | None:
+        """The parameters of ``value`` = DequantizeLinear(q int8, scale, zp)."""
+        node = self.producers.get(value.name) if value is not None else None
+        if node is None or node.op.name != "DequantizeLinear" or node.op.domain:
+            return None
+        q, scale_v = node.inputs[0], node.inputs[1]
+        zp_v = node.inputs[2] if len(node.inputs) > 2 else None
+        scale = self.const(scale_v)
+        zp = self.const(zp_v) if zp_v is not None else np.zeros((), np.int8)
+        if scale is None or zp is None or scale.dtype != np.float32 or scale.ndim > 1:
+            return None
+        if not isinstance(q.type, TensorType) or q.type.dtype not in (DType.INT8, DType.INT32):
+            return None
+        if const_input != (q.name in self.consts):
+            return None
+        if node.attr("block_size"):
+            return None
+        return _QParams(q, scale, zp)
+
+    def single_reader(self, value: Value) -> Node | None:
+        readers = self.users.get(value.name, [])
+        if len(readers) != 1 or value.name in self.outputs:
+            return None
+        return readers[0]
+
+    def tail(self, anchor: Node, allow_pool: bool):
+        """Follow ``anchor`` → [Relu | Clip] → [MaxPool] → QuantizeLinear."""
+        skipped, act, pool = [], None, None
+        node = self.single_reader(anchor.outputs[0])
+        if node is not None and node.op.name in _ACTIVATIONS and not node.op.domain:
+            if node.op.name == "Clip":
+                lo_v = node.inputs[1] if len(node.inputs) > 1 else None
+                hi_v = node.inputs[2] if len(node.inputs) > 2 else None
+                lo, hi = self.const(lo_v), self.const(hi_v)
+                if (lo_v is not None and lo is None) or (hi_v is not None and hi is None):
+                    return None
+                act = ("Clip", lo, hi)
+            else:
+                act = ("Relu", None, None)
+            skipped.append(node)
+            node = self.single_reader(node.outputs[0])
+        if allow_pool and node is not None and node.op.name == "MaxPool" and not node.op.domain:
+            pool = _pool_attrs(node)
+            if pool is None:
+                return None
+            skipped.append(node)
+            node = self.single_reader(node.outputs[0])
+        if node is None or node.op.name != "QuantizeLinear" or node.op.domain:
+            return None
+        scale = self.const(node.inputs[1])
+        zp = self.const(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] else None
+        if scale is None or scale.ndim != 0 or zp is None or zp.dtype != np.int8 or \
+                zp.ndim != 0 or node.attr("block_size"):
+            return None
+        return node, float(scale), int(zp), act, pool, skipped
+
+
+def _pool_attrs(node: Node) -> dict[str, Any] | None:
+    if len([o for o in node.outputs if o is not None]) != 1:
+        return None
+    kernel = node.attr("kernel_shape")
+    if kernel is None or len(kernel) != 2 or node.attr("ceil_mode") or \
+            node.attr("auto_pad") not in ("NOTSET", "VALID"):
+        return None
+    if tuple(node.attr("dilations") or (1, 1)) != (1, 1):
+        return None
+    pads = tuple(node.attr("pads") or (0, 0, 0, 0)) if node.attr("auto_pad") == "NOTSET" \
+        else (0, 0, 0, 0)
+    return {"kernel_shape": tuple(kernel), "strides": tuple(node.attr("strides") or (1, 1)),
+            "pads": pads}
+
+
+def _clip_bounds(act, scale: float, zp: int) -> tuple[int, int]:
+    lo, hi = -128, 127
+    if act is None:
+        return lo, hi
+    name, fmin, fmax = act
+    def q(v: np.ndarray) -> int:
+        return int(np.clip(np.rint(np.float32(v) / np.float32(scale)) + zp, -128, 127))
+    if name == "Relu":
+        return zp, hi
+    if fmin is not None:
+        lo = q(fmin)
+    if fmax is not None:
+        hi = q(fmax)
+    return lo, max(lo, hi)
+
+
+def _multipliers(scales: np.ndarray) -> tuple[list[int], list[int]]:
+    pairs = [quantize_multiplier(float(s)) for s in np.atleast_1d(scales)]
+    return [m for m, _ in pairs], [s for _, s in pairs]
+
+
+def _int_bias(m: _Matcher, value: Value | None, acc_scale: np.ndarray) -> np.ndarray | None | str:
+    """The bias as int32 at ``acc_scale`` (per channel); "bad" if it cannot be."""
+    if value is None:
+        return None
+    channels = acc_scale.shape[0]
+    p = m.dq(value, const_input=True)
+    if p is not None:
+        q = m.const(p.q)
+        if q.dtype != np.int32 or np.any(p.zero_point != 0):
+            return "bad"
+        real = q.astype(np.float64) * p.scale.astype(np.float64)
+    else:
+        real = m.const(value)
+        if real is None or real.dtype != np.float32:
+            return "bad"
+        real = real.astype(np.float64)
+        p = None
+    if real.shape not in ((channels,), (1,), ()):
+        return "bad"
+    real = np.broadcast_to(real, (channels,))
+    if p is not None and p.scale.shape in ((), (channels,)) and np.array_equal(
+            np.broadcast_to(p.scale, (channels,)), acc_scale.astype(np.float32)):
+        return np.broadcast_to(m.const(p.q), (channels,)).astype(np.int32)
+    return np.clip(np.rint(real / acc_scale), INT32_MIN, INT32_MAX).astype(np.int32)
+
+
+def _match_linear(m: _Matcher, node: Node) -> _Plan | None:
+    kind = node.op.name
+    x = m.dq(node.inputs[0])
+    w = m.dq(node.inputs[1], const_input=True)
+    if x is None or w is None or x.q.type.dtype != DType.INT8 or x.scale.ndim != 0:
+        return None
+    wq = m.const(w.q)
+    if wq.dtype != np.int8 or np.any(w.zero_point != 0):
+        return None
+    bias_v = node.inputs[2] if len(node.inputs) > 2 else None
+    attrs: dict[str, Any] = {}
+    if kind == "Conv":
+        if wq.ndim != 4 or node.attr("auto_pad") not in ("NOTSET", "VALID"):
+            return None
+        if w.scale.ndim == 1 and node.attrs.get("axis", 0) not in (0,):
+            return None
+        pads = node.attr("pads") if node.attr("auto_pad") == "NOTSET" else None
+        attrs = {"strides": tuple(node.attr("strides") or (1, 1)),
+                 "pads": tuple(pads or (0, 0, 0, 0)),
+                 "dilations": tuple(node.attr("dilations") or (1, 1)),
+                 "group": node.attr("group")}
+        channels = wq.shape[0]
+        w_axis = 0
+    else:
+        if wq.ndim != 2:
+            return None
+        w_axis = 1
+        if kind == "Gemm":
+            if node.attr("transA") or node.attr("alpha") != 1.0 or \
+                    (bias_v is not None and node.attr("beta") != 1.0):
+                return None
+            if node.attr("transB"):
+                wq, w_axis = np.ascontiguousarray(wq.T), 0
+        elif bias_v is not None:
+            return None
+        channels = wq.shape[1]
+    dq_node = m.producers[node.inputs[1].name]
+    if w.scale.ndim == 1:
+        axis = dq_node.attr("axis")
+        axis = axis + m.const(dq_node.inputs[0]).ndim if axis < 0 else axis
+        if axis != w_axis or w.scale.shape[0] != channels:
+            return None
+    tail = m.tail(node, allow_pool=kind == "Conv")
+    if tail is None:
+        return None
+    final, y_scale, y_zp, act, pool, skipped = tail
+    acc_scale = (x.scale.astype(np.float64) * np.broadcast_to(w.scale, (channels,))
+                 .astype(np.float64))
+    bias = _int_bias(m, bias_v, (x.scale * np.broadcast_to(w.scale, (channels,)))
+                     .astype(np.float32).astype(np.float64)) if bias_v is not None else None
+    if isinstance(bias, str):
+        return None
+    mult, shift = _multipliers(acc_scale / np.float64(np.float32(y_scale)))
+    lo, hi = _clip_bounds(act, y_scale, y_zp)
+    zp_name = "x_zero_point" if kind == "Conv" else "a_zero_point"
+    attrs.update({zp_name: int(x.zero_point), "multiplier": tuple(mult), "shift": tuple(shift),
+                  "y_zero_point": y_zp, "lo": lo, "hi": hi})
+    return _Plan("QConv" if kind == "Conv" else "QMatMul", node, final, [x.q], [wq, bias],
+                 attrs, pool, skipped)
+
+
+def _match_add(m: _Matcher, node: Node) -> _Plan | None:
+    a, b = m.dq(node.inputs[0]), m.dq(node.inputs[1])
+    if a is None or b is None or any(p.q.type.dtype != DType.INT8 or p.scale.ndim != 0
+                                     for p in (a, b)):
+        return None
+    ta, tb = a.q.type, b.q.type
+    if ta.shape is None or ta.shape != tb.shape:
+        return None
+    tail = m.tail(node, allow_pool=False)
+    if tail is None:
+        return None
+    final, y_scale, y_zp, act, _, skipped = tail
+    sa, sb = float(a.scale), float(b.scale)
+    big = max(sa, sb)
+    if big == 0 or y_scale == 0:
+        return None
+    # ma / mb carry the ratio of the input scales in 14 bits; M / 2**s the rest.
+    ma, mb = round(sa / big * (1 << 14)), round(sb / big * (1 << 14))
+    mult, shift = quantize_multiplier(big / float(np.float32(y_scale)) / (1 << 14))
+    lo, hi = _clip_bounds(act, y_scale, y_zp)
+    attrs = {"a_zero_point": int(a.zero_point), "a_multiplier": ma,
+             "b_zero_point": int(b.zero_point), "b_multiplier": mb,
+             "multiplier": (mult,), "shift": (shift,), "y_zero_point": y_zp, "lo": lo, "hi": hi}
+    return _Plan("QAdd", node, final, [a.q, b.q], [], attrs, None, skipped)
+
+
+def _match_pool(m: _Matcher, node: Node) -> _Plan | None:
+    x = m.dq(node.inputs[0])
+    pool = _pool_attrs(node)
+    if x is None or pool is None or x.q.type.dtype != DType.INT8 or x.scale.ndim != 0:
+        return None
+    final = m.single_reader(node.outputs[0])
+    if final is None or final.op.name != "QuantizeLinear" or final.op.domain:
+        return None
+    scale = m.const(final.inputs[1])
+    zp = m.const(final.inputs[2]) if len(final.inputs) > 2 and final.inputs[2] else None
+    if scale is None or zp is None or scale.shape != () or zp.dtype != np.int8 or \
+            float(scale) != float(x.scale) or int(zp) != int(x.zero_point):
+        return None
+    return _Plan("QMaxPool", node, final, [x.q], [], pool, None, [])
+
+
+_MATCHERS = {"Conv": _match_linear, "MatMul": _match_linear, "Gemm": _match_linear,
+             "Add": _match_add, "MaxPool": _match_pool}
+
+
+@dataclass
+class QdqToInt(Pass):
+    """Rewrite DequantizeLinear → Conv / MatMul / Gemm / Add / MaxPool →
+    QuantizeLinear chains into ``heli:QConv`` / ``QMatMul`` / ``QAdd`` / ``QMaxPool``."""
+
+    name = "qdq-to-int"
+    description = "fuse DQ → Conv/MatMul/Gemm/Add/MaxPool (→ Relu/Clip) → Q into integer ops"
+
+    def apply(self, graph: Graph) -> Graph:
+        m = _Matcher(graph)
+        plans: dict[int, _Plan] = {}
+        for node in graph.nodes:
+            match = _MATCHERS.get(node.op.name) if not node.op.domain else None
+            plan = match(m, node) if match is not None else None
+            if plan is not None:
+                plans[id(node)] = plan
+        if not plans:
+            return graph
+        role: dict[int, _Plan] = {}
+        for plan in plans.values():
+            for n in (*plan.skipped, plan.final):
+                role[id(n)] = plan
+        results: dict[int, Value] = {}
+
+        def visit(b: GraphBuilder, node: Node, inputs: list) -> tuple | None:
+            plan = plans.get(id(node))
+            if plan is not None:
+                results[id(plan.final)] = y = _emit(b, plan)
+                return (y,)
+            plan = role.get(id(node))
+            if plan is not None:  # its value is read by nothing but the chain
+                return (results[id(plan.final)],)
+            return None
+
+        return DeadCodeElimination().apply(rebuild(graph, visit))
+
+
+def _emit(b: GraphBuilder, plan: _Plan) -> Value:
+    inputs: list[Value | None] = [b.current(v) for v in plan.inputs]
+    for k, array in enumerate(plan.constants):
+        if array is None:
+            inputs.append(None)
+            continue
+        hint = ("weight", "bias")[k]
+        inputs.append(b.add_constant(array, b.fresh_name(f"{plan.anchor.name or plan.kind}_"
+                                                         f"{hint}")))
+    while inputs and inputs[-1] is None:
+        inputs.pop()
+    out_name = plan.final.outputs[0].name
+    first_name = b.fresh_name(f"{out_name}_prepool") if plan.pool else out_name
+    (y,) = b.add_node(get_op(plan.kind, "heli"), inputs, plan.attrs, name=plan.anchor.name,
+                      output_names=[first_name])
+    if plan.pool:
+        (y,) = b.add_node(get_op("QMaxPool", "heli"), [y], plan.pool,
+                          name=plan.skipped[-1].name, output_names=[out_name])
+    return y

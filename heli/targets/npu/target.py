@@ -1,0 +1,88 @@
+"""The ``npu`` target: Heli's reference NPU behind the target API.
+
+:meth:`NpuTarget.supports` accepts the integer ops of :mod:`heli.ops._npu_int`
+(``heli:QConv``, ``QMatMul``, ``QAdd``, ``QMaxPool``) whose static shapes fit
+the configured SRAMs after tiling; :meth:`NpuTarget.compile` lowers a segment
+to one program (:mod:`heli.targets.npu.lower`), and the executable runs it on
+the bit-exact simulator.  Float graphs reach it through quantization::
+
+    qgraph = heli.passes.QdqToInt().apply(heli.quant.quantize(model, samples))
+    model = heli.compile(qgraph, target="npu", fallback=("ref",))
+
+The configuration is :class:`NpuConfig`: ``NpuTarget(NpuConfig(dim=8))``, or
+for the registered instance ``CompileOptions.extra["npu_config"]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from heli._errors import ExecutionError
+from heli.ir._graph import Graph, Node
+from heli.target import SUPPORTED, CompileOptions, Executable, Support, Target
+from heli.targets.npu.config import NpuConfig
+from heli.targets.npu.lower import (
+    NpuCompileError,
+    Program,
+    from_matrix,
+    lower,
+    matrix_shape,
+    plan_node,
+    to_matrix,
+)
+from heli.targets.npu.sim import Npu, RunStats
+
+__all__ = ["NpuCompileError", "NpuExecutable", "NpuTarget"]
+
+
+class NpuExecutable(Executable):
+    """A lowered segment; :meth:`run` executes it on the simulator."""
+
+    def __init__(self, graph: Graph, program: Program, check_races: bool) -> None:
+        self.graph, self.program = graph, program
+        self.check_races = check_races
+        self.last_stats: RunStats | None = None
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        prog = self.program
+        dram = np.zeros(prog.dram_bytes, np.uint8)
+        dram[:prog.image.size] = prog.image
+        npu = Npu(prog.config, dram)
+        for v in self.graph.inputs:
+            addr, shape = prog.tensors[v.name]
+            x = np.asarray(feeds[v.name])
+            if x.dtype != np.int8 or tuple(x.shape) != shape:
+                raise ExecutionError(f"The NPU input {v.name!r} must be int8 of shape {shape}, "
+                                     f"not {x.dtype} of shape {x.shape}.")
+            npu.write_dram(addr, to_matrix(x))
+        self.last_stats = npu.run(prog.instrs, check_races=self.check_races)
+        out = {}
+        for v in self.graph.outputs:
+            addr, shape = prog.tensors[v.name]
+            out[v.name] = from_matrix(npu.read_dram(addr, matrix_shape(shape)), shape)
+        return out
+
+    def estimate(self, **kw):
+        """The cycle model's report of this program, per layer."""
+        from heli.targets.npu.cycles import estimate
+
+        return estimate(self.program.instrs, self.program.config, layers=self.program.layers,
+                        **kw)
+
+
+class NpuTarget(Target):
+    name = "npu"
+    description = "Heli reference NPU (int8 systolic array), bit-exact simulator"
+
+    def __init__(self, config: NpuConfig | None = None) -> None:
+        self.config = config if config is not None else NpuConfig()
+
+    def supports(self, node: Node) -> Support:
+        plan = plan_node(node, self.config)
+        return Support(False, plan) if isinstance(plan, str) else SUPPORTED
+
+    def compile(self, graph: Graph, options: CompileOptions) -> NpuExecutable:
+        cfg = options.extra.get("npu_config", self.config) if options.extra else self.config
+        return NpuExecutable(graph, lower(graph, cfg), check_races=True)
