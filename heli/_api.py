@@ -7,7 +7,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from heli._errors import HeliError
+from heli._errors import HeliError, InputError
 from heli.frontend.onnx import import_onnx
 from heli.ir._graph import Graph
 from heli.ir._types import TensorType
@@ -64,7 +64,10 @@ def compile(
 
     compiled_model = CompiledModel(graph, target, specialize)
     if input_shapes is not None:
-        compiled_model.specialize({k: tuple(v) for k, v in input_shapes.items()})
+        if not isinstance(input_shapes, Mapping):
+            raise InputError(f"input_shapes must map input names to shapes, not "
+                             f"{type(input_shapes).__name__!r}.")
+        compiled_model.specialize(dict(input_shapes))  # bind_shapes checks each shape
     return compiled_model
 
 

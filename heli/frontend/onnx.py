@@ -8,6 +8,7 @@ ops are reported together.
 
 from __future__ import annotations
 
+import heapq
 import math
 import os
 from collections.abc import Mapping
@@ -16,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import onnx
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import DecodeError
 from onnx import numpy_helper
 
@@ -49,13 +51,15 @@ def load_onnx(source: str | os.PathLike | bytes | onnx.ModelProto) -> onnx.Model
     try:
         data = path.read_bytes()
     except OSError as error:
-        raise ModelLoadError(f"The model file {str(path)!r} cannot be read: {error}.") from None
+        raise ModelLoadError(
+            f"The model file {str(path)!r} cannot be read: {_sentence(error)}"
+        ) from None
     model = _parse(data, str(path))
     try:
         onnx.load_external_data_for_model(model, str(path.parent))
     except (OSError, ValueError, onnx.checker.ValidationError) as error:
         raise ModelLoadError(
-            f"The external data of model {str(path)!r} cannot be loaded: {error}."
+            f"The external data of model {str(path)!r} cannot be loaded: {_sentence(error)}"
         ) from None
     return model
 
@@ -69,7 +73,7 @@ def _parse(data: bytes, where: str) -> onnx.ModelProto:
     except (DecodeError, RuntimeError, ValueError) as error:
         raise ModelLoadError(
             f"The model file {where!r} is not a valid ONNX protobuf (it may be truncated "
-            f"or not an ONNX file): {error}."
+            f"or not an ONNX file): {_sentence(error)}"
         ) from None
     if not model.HasField("graph") or (not model.graph.node and not model.graph.output):
         raise ModelLoadError(
@@ -79,9 +83,37 @@ def _parse(data: bytes, where: str) -> onnx.ModelProto:
     return model
 
 
+def _check_text(message: Any) -> None:
+    """Every string field must be text: protobuf hands back undecodable (corrupted)
+    UTF-8 as ``bytes``, which would break every name lookup later on."""
+    if isinstance(message, onnx.TensorProto):  # skip the data (ListFields would copy it)
+        fields = [(_TENSOR_NAME, message.name)] if message.name else []
+        fields += [(_TENSOR_EXTERNAL, message.external_data)] if message.external_data else []
+    else:
+        fields = message.ListFields()
+    for field, value in fields:
+        if field.type == FieldDescriptor.TYPE_STRING:
+            for item in (value if field.is_repeated else [value]):
+                if isinstance(item, bytes):
+                    shown = item if len(item) <= 40 else item[:40] + b"..."
+                    raise ModelLoadError(
+                        f"The model holds text that is not valid UTF-8 "
+                        f"({field.containing_type.name}.{field.name} = {shown!r}); the file "
+                        "may be corrupted."
+                    )
+        elif field.type == FieldDescriptor.TYPE_MESSAGE:
+            for item in (value if field.is_repeated else [value]):
+                _check_text(item)
+
+
+_TENSOR_NAME = onnx.TensorProto.DESCRIPTOR.fields_by_name["name"]
+_TENSOR_EXTERNAL = onnx.TensorProto.DESCRIPTOR.fields_by_name["external_data"]
+
+
 def import_onnx(source: str | os.PathLike | bytes | onnx.ModelProto) -> Graph:
     """Import an ONNX model as a Heli graph (types inferred, old opsets upgraded)."""
     model = load_onnx(source)
+    _check_text(model)
     opset = _default_opset(model)
     _check_supported(model.graph, opset)
     try:
@@ -92,7 +124,8 @@ def import_onnx(source: str | os.PathLike | bytes | onnx.ModelProto) -> Graph:
             UnicodeDecodeError, MemoryError) as error:
         # Malformed protos (wrong field kinds, bad tensor sizes) end up here.
         raise ModelLoadError(
-            f"The model is malformed and cannot be imported: {type(error).__name__}: {error}."
+            "The model is malformed and cannot be imported: "
+            f"{type(error).__name__}: {_sentence(error)}"
         ) from None
 
 
@@ -284,7 +317,7 @@ def tensor_to_array(tensor: onnx.TensorProto | onnx.SparseTensorProto) -> np.nda
         except (IndexError, ValueError, TypeError) as error:
             raise ModelLoadError(
                 f"The sparse tensor {name!r} has indices that do not fit its dims "
-                f"{list(tensor.dims)!r} and values: {error}."
+                f"{list(tensor.dims)!r} and values: {_sentence(error)}"
             ) from None
         return dense
     if tensor.data_location == onnx.TensorProto.EXTERNAL and not tensor.raw_data:
@@ -305,12 +338,17 @@ def tensor_to_array(tensor: onnx.TensorProto | onnx.SparseTensorProto) -> np.nda
         count = math.prod(tensor.dims)
         raise ModelLoadError(
             f"The tensor {tensor.name!r} does not hold the {count} {dtype} value(s) its dims "
-            f"{list(tensor.dims)!r} call for (its data may be truncated): {error}."
+            f"{list(tensor.dims)!r} call for (its data may be truncated): {_sentence(error)}"
         ) from None
     if array.dtype == object:
         array = np.array([_text(s) if isinstance(s, bytes) else s for s in array.ravel()],
                          dtype=object).reshape(array.shape)
     return array
+
+
+def _sentence(error: BaseException) -> str:
+    """An exception's message as the end of a sentence (one final period)."""
+    return str(error).strip().rstrip(".") + "."
 
 
 def _check_dims(dims: Any, name: str) -> None:
@@ -376,6 +414,11 @@ def _check_input_types(node: onnx.NodeProto, opset: int, inputs: list[Value | No
     schema = _schema(node.op_type, opset, node.domain)
     if schema is None or not schema.inputs:
         return
+    if len(inputs) > schema.max_input:
+        raise ShapeError(
+            f"{node.op_type} node {label!r} has {len(inputs)} inputs, but {node.op_type} in "
+            f"opset {opset} takes at most {schema.max_input}."
+        )
     formals = list(schema.inputs)
     allowed = {c.type_param_str: set(c.allowed_type_strs) for c in schema.type_constraints}
     seen: dict[str, tuple[int, str]] = {}  # type parameter -> (input index, its type)
@@ -383,6 +426,11 @@ def _check_input_types(node: onnx.NodeProto, opset: int, inputs: list[Value | No
         if index >= len(formals) and formals[-1].option != _VARIADIC:
             return  # too many inputs: the arity check reports it
         formal = formals[min(index, len(formals) - 1)]
+        if value is None and formal.option != _OPTIONAL:
+            raise ShapeError(
+                f"{node.op_type} node {label!r} leaves input {index} ({formal.name!r}) empty, "
+                "but it is not optional."
+            )
         got = _type_string(value.type) if value is not None else None
         if got is None:
             continue
@@ -412,6 +460,7 @@ def _check_input_types(node: onnx.NodeProto, opset: int, inputs: list[Value | No
 
 
 _VARIADIC = onnx.defs.OpSchema.FormalParameterOption.Variadic
+_OPTIONAL = onnx.defs.OpSchema.FormalParameterOption.Optional
 _SCHEMAS: dict[tuple[str, int, str], Any] = {}
 
 
@@ -444,32 +493,49 @@ def _text(data: bytes) -> str:
 def _topological(proto: onnx.GraphProto, builder: GraphBuilder) -> list[onnx.NodeProto]:
     """The nodes in an order where each one's inputs are defined first.
 
-    ONNX requires topological order, but some exporters do not honour it.
+    ONNX requires topological order, but some exporters do not honour it.  Kahn's
+    algorithm, taking the earliest ready node first: a sorted graph keeps its
+    order, and a badly ordered one costs O(n log n), not O(n^2).
     """
     defined = set(builder._values) | set(builder.outer_types) | {""}
-    ordered, pending = [], list(proto.node)
-    while pending:
-        still = []
-        for node in pending:
-            if all(name in defined for name in node.input) and _captures_defined(node, defined):
-                ordered.append(node)
-                defined.update(node.output)
-            else:
-                still.append(node)
-        if len(still) == len(pending):
-            node = still[0]
-            missing = [n for n in node.input if n not in defined]
-            label = node.name or (node.output[0] if node.output else node.op_type)
-            raise ModelLoadError(
-                f"{node.op_type} node {label!r} reads {missing[0] if missing else 'a value'!r}, "
-                "which no node, input or initializer defines (or the graph has a cycle)."
-            )
-        pending = still
+    nodes = list(proto.node)
+    needs: list[set[str]] = []
+    waiting: dict[str, list[int]] = {}
+    ready: list[int] = []
+    for index, node in enumerate(nodes):
+        required = {n for n in node.input if n not in defined} | _captured(node, defined)
+        needs.append(required)
+        for name in required:
+            waiting.setdefault(name, []).append(index)
+        if not required:
+            heapq.heappush(ready, index)
+    ordered = []
+    while ready:
+        node = nodes[heapq.heappop(ready)]
+        ordered.append(node)
+        for name in node.output:
+            if name in defined:
+                continue
+            defined.add(name)
+            for waiter in waiting.pop(name, ()):
+                needs[waiter].discard(name)
+                if not needs[waiter]:
+                    heapq.heappush(ready, waiter)
+    if len(ordered) < len(nodes):
+        index = next(i for i, required in enumerate(needs) if required)
+        node, missing = nodes[index], sorted(needs[index])
+        label = node.name or (node.output[0] if node.output else node.op_type)
+        raise ModelLoadError(
+            f"{node.op_type} node {label!r} reads {missing[0]!r}, which no node, input or "
+            "initializer defines (or the graph has a cycle)."
+        )
     return ordered
 
 
-def _captures_defined(node: onnx.NodeProto, defined: set[str]) -> bool:
-    # Values a subgraph reads from the enclosing scope must exist first too.
+def _captured(node: onnx.NodeProto, defined: set[str]) -> set[str]:
+    """Values the node's subgraphs read from the enclosing scope, not yet defined:
+    they must exist before the node, like its inputs."""
+    found: set[str] = set()
     for attr in node.attribute:
         graphs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
         for g in graphs:
@@ -477,10 +543,9 @@ def _captures_defined(node: onnx.NodeProto, defined: set[str]) -> bool:
             for sub in _all_graphs(g):
                 local |= {i.name for i in sub.input} | {t.name for t in sub.initializer}
                 local |= {o for n in sub.node for o in n.output}
-            for n in _all_nodes(g):
-                if any(i and i not in local and i not in defined for i in n.input):
-                    return False
-    return True
+            found |= {i for n in _all_nodes(g) for i in n.input
+                      if i and i not in local and i not in defined}
+    return found
 
 
 def _all_graphs(graph: onnx.GraphProto):

@@ -195,9 +195,11 @@ class GraphBuilder:
             types = []
         except Exception as error:  # a malformed model trips an inference rule
             if not self.lenient:
+                shown = ", ".join(str(t) if t is not None else "-" for t in ctx.input_types)
                 raise ShapeError(
-                    f"{opdef.name} node {label!r}: type inference failed "
-                    f"({type(error).__name__}: {error})."
+                    f"{opdef.name} node {label!r}: type inference failed on inputs ({shown}) "
+                    f"({type(error).__name__}: {error}); its inputs or attributes are probably "
+                    "malformed."
                 ) from None
             types = []
         types += [None] * (n_out - len(types))

@@ -33,9 +33,13 @@ def save_onnx(graph: Graph, path: str | os.PathLike) -> None:
     """Write ``graph`` as an ONNX file (atomically: no half-written file)."""
     data = to_onnx(graph).SerializeToString()
     tmp = f"{os.fspath(path)}.tmp{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    finally:  # a failed write or rename leaves no temporary file behind
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def _graph_proto(graph: Graph, domains: dict[str, int]) -> onnx.GraphProto:

@@ -89,6 +89,8 @@ def _attention_infer(ctx: InferContext) -> list[Type | None]:
     dk = _dim_div(k[2], hkv) if len(k) == 3 else k[3]
     dv = _dim_div(v[2], hkv) if len(v) == 3 else v[3]
     past = input_shape(ctx, 4) if ctx.has_input(4) else None
+    if past is not None and len(past) != 4:
+        raise ctx.error(f"past_key must be 4-D, got shape {list(past)!r}.")
     if ctx.has_input(4):
         total = _dim_add(past[2], skv) if past is not None else unknown_dim()
     else:
@@ -203,6 +205,10 @@ def attention(q, k, v, attn_mask=None, past_key=None, past_value=None, nonpad_kv
         raise ValueError(f"Attention q_num_heads {hq} is not a multiple of kv_num_heads {hkv}.")
     if k4.shape[3] != d:
         raise ValueError(f"Attention Q head size {d} differs from K head size {k4.shape[3]}.")
+    if k4.shape[0] != batch or v4.shape[:3] != k4.shape[:3]:  # numpy would broadcast them
+        raise ValueError(f"Attention Q, K and V (as 4-D: {list(q4.shape)!r}, {list(k4.shape)!r}, "
+                         f"{list(v4.shape)!r}) disagree on the batch size, the number of KV "
+                         "heads or the key length.")
     group = hq // hkv
     work = _work_dtype(t1)
     scale = 1 / math.sqrt(d) if scale is None else scale
@@ -238,7 +244,15 @@ def attention(q, k, v, attn_mask=None, past_key=None, past_value=None, nonpad_kv
     allowed = _allowed_keys(sq, total, is_causal=bool(is_causal), offset=offset,
                             nonpad=nonpad, left=left_window_size, right=right_window_size)
     if attn_mask is not None:
-        scores = scores + _mask_bias(np.asarray(attn_mask), total, work)
+        bias = _mask_bias(np.asarray(attn_mask), total, work)
+        try:
+            grows = np.broadcast_shapes(bias.shape, scores.shape) != scores.shape
+        except ValueError:
+            grows = True
+        if grows:
+            raise ValueError(f"attn_mask of shape {list(np.shape(attn_mask))!r} does not "
+                             f"broadcast to the attention scores {list(scores.shape)!r}.")
+        scores = scores + bias
     if allowed is not None:
         scores = np.where(allowed, scores, -np.inf).astype(work)
     scores = scores.astype(t1)
@@ -338,6 +352,9 @@ def _linear_attention_infer(ctx: InferContext) -> list[Type | None]:
         return [None, None]
     if q is None or k is None or v is None:
         return [TensorType(t, None), TensorType(s_dtype, None)]
+    if any(len(shape) != 3 for shape in (q, k, v)):
+        raise ctx.error(f"query, key and value must be 3-D (batch, sequence, hidden), got "
+                        f"{list(q)!r}, {list(k)!r} and {list(v)!r}.")
     dk = _dim_div(k[2], hkv)
     dv = _dim_div(v[2], hkv)
     return [TensorType(t, (q[0], q[1], _dim_mul(hq, dv))),
@@ -499,6 +516,10 @@ def flex_attention(q, k, v, *, prob_mod, score_mod, scale, softmax_precision, ct
     if hkv == 0 or hq % hkv:
         raise ValueError(f"FlexAttention q_num_heads {hq} is not a multiple of kv_num_heads "
                          f"{hkv}.")
+    if k.shape[0] != batch or k.shape[3] != d or v.shape[:3] != k.shape[:3]:
+        raise ValueError(f"FlexAttention Q, K and V of shapes {list(q.shape)!r}, "
+                         f"{list(k.shape)!r}, {list(v.shape)!r} disagree on the batch size, the "
+                         "KV heads, the key length or the head size.")
     group = hq // hkv
     work = _softmax_dtype(softmax_precision, q.dtype)
     scale = 1 / math.sqrt(d) if scale is None else scale

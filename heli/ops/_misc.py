@@ -851,7 +851,13 @@ def _optimizer_infer(groups: int, kept: tuple[int, ...]):
 
 def _optimizer_groups(tensors, groups: int) -> list[tuple]:
     n = len(tensors) // groups
-    return [tuple(tensors[g * n + i] for g in range(groups)) for i in range(n)]
+    result = [tuple(tensors[g * n + i] for g in range(groups)) for i in range(n)]
+    for index, group in enumerate(result):
+        shapes = [list(np.shape(a)) for a in group]
+        if any(s != shapes[0] for s in shapes):  # numpy would broadcast them silently
+            raise ValueError(f"Optimized tensor {index} and its gradient and state have the "
+                             f"shapes {shapes!r}; they must all have one shape.")
+    return result
 
 
 def _step(t) -> int:

@@ -175,6 +175,8 @@ def conv_transpose_window(
         output_shape = tuple(int(v) for v in output_shape)[-n:] if len(output_shape) >= n else None
         if output_shape is None:
             raise ValueError(f"output_shape should have {n} values.")
+        if any(v < 0 for v in output_shape):
+            raise ValueError(f"output_shape {list(output_shape)!r} has a negative size.")
     begins, ends, outs = [], [], []
     for i in range(n):
         if output_padding[i] >= max(strides[i], dilations[i]):
@@ -552,6 +554,8 @@ def _conv_transpose_infer(ctx: InferContext) -> list[Type | None]:
     nsp = rank - 2
     kernel = ctx.attrs["kernel_shape"] or (_int_dims(ws[2:]) if ws is not None else None)
     output_shape = ctx.attrs["output_shape"]
+    if output_shape is not None and len(output_shape) < nsp:
+        raise ctx.error(f"output_shape {list(output_shape)!r} should have {nsp} values.")
     if xs is None or kernel is None:
         if output_shape is not None and len(output_shape) >= nsp:
             return [TensorType(x.dtype, (batch, m, *output_shape[-nsp:]))]
@@ -914,7 +918,7 @@ def max_unpool(x, indices, output_shape=None, *, kernel_shape, pads, strides):
     y = y.reshape(inferred)
     if output_shape is None:
         return y
-    target = tuple(int(d) for d in output_shape)
+    target = tuple(int(d) for d in np.asarray(output_shape).reshape(-1))
     if len(target) != x.ndim or any(t < s for t, s in zip(target, inferred, strict=True)):
         raise ValueError(f"output_shape {list(target)} should have rank {x.ndim} and be at "
                          f"least the unpooled shape {list(inferred)}.")

@@ -44,6 +44,19 @@ def _per_channel(value: np.ndarray, channels: int, rank: int, what: str) -> np.n
     return value.reshape(_channel_shape(rank))
 
 
+def _check_param(param: np.ndarray | None, x: np.ndarray, what: str) -> None:
+    """A scale or bias must broadcast to the input's shape, not grow it."""
+    if param is None:
+        return
+    try:
+        fits = np.broadcast_shapes(x.shape, np.shape(param)) == x.shape
+    except ValueError:
+        fits = False
+    if not fits:
+        raise ValueError(f"The {what} of shape {list(np.shape(param))!r} does not broadcast to "
+                         f"the input's shape {list(x.shape)!r}.")
+
+
 def _moments(x64: np.ndarray, axes: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
     """Mean and (biased) variance over ``axes`` with keepdims, two-pass."""
     mean = np.mean(x64, axis=axes, keepdims=True)
@@ -167,6 +180,8 @@ def layer_normalization(x, scale, bias=None, *, axis, epsilon, stash_type, ctx):
     Optional outputs: the Mean and the inverse standard deviation, with the
     normalized dimensions kept as 1, in the ``stash_type`` dtype."""
     axis = _check_axis(axis, x.ndim)
+    _check_param(scale, x, "scale")
+    _check_param(bias, x, "bias")
     axes = tuple(range(axis, x.ndim))
     # ORT accumulates the statistics in double and normalizes in double.
     x64 = x.astype(np.float64)
@@ -229,6 +244,7 @@ def rms_normalization(x, scale, *, axis, epsilon, stash_type):
     """x / sqrt(mean(x^2) + epsilon) * scale, the mean over the dimensions
     from ``axis`` on."""
     axis = _check_axis(axis, x.ndim)
+    _check_param(scale, x, "scale")
     x64 = x.astype(np.float64)
     mean_square = np.mean(x64 * x64, axis=tuple(range(axis, x.ndim)), keepdims=True)
     y = x64 / np.sqrt(mean_square + epsilon) * np.asarray(scale, np.float64)

@@ -447,7 +447,8 @@ def _int_conv(x: np.ndarray, w: np.ndarray, attrs: dict) -> np.ndarray:
     return result
 
 
-def _per_channel(p: np.ndarray | None, rank: int) -> np.ndarray | None:
+def _per_channel(p: np.ndarray | None, rank: int, channels: int | None = None
+                 ) -> np.ndarray | None:
     """A scalar or 1-D (per output channel) parameter, shaped for (M, ...) weights."""
     if p is None:
         return None
@@ -457,6 +458,9 @@ def _per_channel(p: np.ndarray | None, rank: int) -> np.ndarray | None:
     if p.ndim != 1:
         raise ValueError(f"a per-channel parameter must be a scalar or 1-D, got shape "
                          f"{list(p.shape)}.")
+    if channels is not None and p.size != channels:  # numpy would broadcast the weights
+        raise ValueError(f"a per-channel parameter has {p.size} values for {channels} output "
+                         "channels.")
     return p.reshape(-1, *([1] * (rank - 1)))
 
 
@@ -468,8 +472,8 @@ def _conv_integer_infer(ctx: InferContext) -> list[Type | None]:
 def conv_integer(x, w, x_zero_point=None, w_zero_point=None, **attrs):
     """Convolution of (x - x_zero_point) by (w - w_zero_point) accumulated in int32."""
     x_centered = _centered(x, None if x_zero_point is None else x_zero_point.reshape(()), False)
-    w_centered = _wide(w) - (_per_channel(w_zero_point, w.ndim) if w_zero_point is not None
-                             else 0.0)
+    w_centered = _wide(w) - (_per_channel(w_zero_point, w.ndim, w.shape[0])
+                             if w_zero_point is not None else 0.0)
     return _wrap_int32(_int_conv(x_centered, w_centered, attrs))
 
 
@@ -484,13 +488,16 @@ def qlinear_conv(x, x_scale, x_zero_point, w, w_scale, w_zero_point, y_scale, y_
     """Quantized convolution: the int32 accumulator (plus the int32 bias) scaled by
     x_scale * w_scale / y_scale (w_scale per output channel or per tensor)."""
     x_centered = _wide(x) - _wide(x_zero_point).reshape(())
-    w_centered = _wide(w) - _per_channel(w_zero_point, w.ndim)
+    w_centered = _wide(w) - _per_channel(w_zero_point, w.ndim, w.shape[0])
     accumulator = _wrap_int32(_int_conv(x_centered, w_centered, attrs)).astype(np.int64)
     if bias is not None:
         accumulator = accumulator + _wide(bias, np.int64).reshape(-1, *([1] * (w.ndim - 2)))
     accumulator = accumulator.astype(np.int32)  # the sum wraps in 32 bits too
     w_scale = _wide(w_scale, np.float32)
     if w_scale.size > 1:
+        if w_scale.size != w.shape[0]:
+            raise ValueError(f"w_scale has {w_scale.size} values for {w.shape[0]} output "
+                             "channels.")
         w_scale = w_scale.reshape(-1, *([1] * (w.ndim - 2)))
     else:
         w_scale = w_scale.reshape(())

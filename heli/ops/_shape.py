@@ -520,6 +520,8 @@ def _gather_nd_infer(ctx: InferContext) -> list[Type | None]:
     if x.shape is None or idx is None or idx.shape is None or not idx.shape:
         return [TensorType(x.dtype, None)]
     b, k = ctx.attrs["batch_dims"], idx.shape[-1]
+    if b < 0:
+        raise ctx.error(f"batch_dims {b!r} must not be negative.")
     if not isinstance(k, int):
         return [TensorType(x.dtype, None)]
     if b + k > len(x.shape) or b >= len(idx.shape):
@@ -533,7 +535,7 @@ def _gather_nd_infer(ctx: InferContext) -> list[Type | None]:
 def gather_nd(data, indices, *, batch_dims):
     """Gather slices of ``data`` addressed by the last axis of ``indices``."""
     b, k = batch_dims, indices.shape[-1]
-    if b + k > data.ndim or data.shape[:b] != indices.shape[:b]:
+    if b < 0 or b + k > data.ndim or data.shape[:b] != indices.shape[:b]:
         raise ValueError(f"GatherND indices of shape {list(indices.shape)!r} with batch_dims "
                          f"{b} do not fit data of shape {list(data.shape)!r}.")
     batch = math.prod(data.shape[:b])
@@ -665,7 +667,7 @@ def expand(x, shape):
     target = [int(s) for s in shape.reshape(-1)]
     try:
         out_shape = np.broadcast_shapes(x.shape, tuple(target))
-    except ValueError:
+    except (ValueError, RuntimeError):  # RuntimeError: more than 32 dimensions
         raise ValueError(
             f"Cannot expand a tensor of shape {list(x.shape)!r} to {target!r}."
         ) from None

@@ -7,6 +7,7 @@ for each new set of input shapes (compiling it once and caching it, as
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -154,7 +155,8 @@ def check_feeds(graph: Graph, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]
         try:
             array = np.asarray(feeds[name])
         except (ValueError, TypeError) as error:
-            raise InputError(f"The feed for input {name!r} is not an array: {error}.") from None
+            detail = str(error).rstrip(".")
+            raise InputError(f"The feed for input {name!r} is not an array: {detail}.") from None
         if vtype.dtype.np == np.dtype(object):
             array = _string_feed(name, array)
         elif array.dtype != vtype.dtype.np and array.dtype.newbyteorder("=") == vtype.dtype.np:
@@ -171,6 +173,18 @@ def check_feeds(graph: Graph, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]
             )
         arrays[name] = array
     return arrays
+
+
+def _shape_of(name: str, dims: Any) -> tuple[int, ...]:
+    """A requested input shape as ints >= 0, or a clear error."""
+    try:
+        shape = tuple(operator.index(d) for d in dims)
+    except TypeError:
+        shape = None
+    if shape is None or any(d < 0 for d in shape):
+        raise InputError(f"The shape {dims!r} given for input {name!r} is not a sequence of "
+                         "whole numbers >= 0.")
+    return shape
 
 
 def _check_container_feed(name: str, vtype: Any, value: Any) -> None:
@@ -242,7 +256,7 @@ def bind_shapes(graph: Graph, shapes: Mapping[str, tuple[int, ...]]) -> dict[str
                 )
             bound[value.name] = vtype
             continue
-        shape = tuple(int(d) for d in shapes[value.name])
+        shape = _shape_of(value.name, shapes[value.name])
         if vtype.shape is not None:
             if len(shape) != len(vtype.shape):
                 raise ShapeError(
