@@ -124,10 +124,7 @@ class GraphBuilder:
         if output_names is None:
             count = num_outputs if num_outputs is not None else opdef.min_outputs
             base = name or opdef.name.lower()
-            output_names = []
-            for _ in range(count):
-                output_names.append(self.fresh_name(base))
-                self._reserved.add(output_names[-1])
+            output_names = [self.fresh_name(base) for _ in range(count)]
         label = name or (output_names[0] if output_names and output_names[0] else opdef.name)
         self._check_arity(opdef, label, inputs, len(output_names))
         attrs = dict(attrs or {})
