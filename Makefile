@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.heli-installed
 JOBS   ?= 2
 
-.PHONY: all demo test lint conformance lock clean venv
+.PHONY: all demo test lint conformance lock clean venv tools
 
 all: test
 
@@ -23,12 +23,18 @@ $(STAMP): pyproject.toml requirements/lock.txt
 
 venv: $(STAMP)
 
+# System tools the tests use: Verilator lints the NPU's generated Verilog
+# (Debian's package; we run as root). Quiet, and a no-op once installed.
+tools:
+	@command -v verilator >/dev/null || (apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq verilator >/dev/null)
+
 demo: $(STAMP)
 	$(PY) examples/demo.py --target ref
 
 # One BLAS thread per pytest worker: JOBS workers already fill the cores, and
 # oversubscribed OpenBLAS threads stall for tens of milliseconds.
-test: $(STAMP)
+test: $(STAMP) tools
 	OPENBLAS_NUM_THREADS=1 $(PY) -m pytest -n $(JOBS) -q
 
 lint: $(STAMP)

@@ -98,6 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
     from heli.cli._explain import add_explain_parser
 
     add_explain_parser(sub)
+
+    from heli.cli._npu import add_npu_parser
+
+    add_npu_parser(sub)
     return parser
 
 
