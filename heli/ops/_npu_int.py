@@ -261,3 +261,25 @@ def qmaxpool(x, *, kernel_shape, strides, pads):
             np.maximum(out, xp[..., i:i + (oh - 1) * sh + 1:sh, j:j + (ow - 1) * sw + 1:sw],
                        out=out)
     return out
+
+
+# --------------------------------------------------------------------------
+# QLut
+# --------------------------------------------------------------------------
+
+
+def _qlut_infer(ctx: InferContext) -> list[Type | None]:
+    x = _tensor(ctx, 0, DType.INT8, "X")
+    table = ctx.attrs["table"]
+    if len(table) != 256 or any(not -128 <= v <= 127 for v in table):
+        raise ctx.error(f"the table must hold 256 int8 values, not {len(table)} values "
+                        f"in {min(table, default=0)}..{max(table, default=0)}.")
+    return [TensorType(DType.INT8, x.shape)]
+
+
+@op("QLut", domain=DOMAIN, infer=_qlut_infer, inputs=1, attrs={"table": Attr.INTS()})
+def qlut(x, *, table):
+    """Any function of one int8 value as a lookup table: ``y = table[x + 128]``
+    (what :class:`heli.passes.QdqToInt` makes of DequantizeLinear → elementwise
+    float ops → QuantizeLinear, e.g. a hard-swish between two layers)."""
+    return np.asarray(table, np.int8)[x.astype(np.int16) + 128]

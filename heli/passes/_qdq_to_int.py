@@ -8,7 +8,14 @@ symmetric int8 weights (per-tensor or per-output-channel, zero point 0):
 * ``DQ(x), DQ(w) [, DQ(b) | b] → Conv | MatMul | Gemm [→ Relu | Clip]
   [→ MaxPool] (Conv only) → Q``  →  ``heli:QConv | heli:QMatMul [→ heli:QMaxPool]``;
 * ``DQ(a), DQ(b) → Add [→ Relu | Clip] → Q``  →  ``heli:QAdd``;
-* ``DQ(x) → MaxPool → Q`` with the same scale and zero point  →  ``heli:QMaxPool``.
+* ``DQ(x) → MaxPool → Q`` with the same scale and zero point  →  ``heli:QMaxPool``;
+* ``DQ(x) → elementwise float ops of x alone (with one-element constants) → Q``
+  →  ``heli:QLut``, the region evaluated on all 256 int8 values (a hard-swish
+  or a bias + ReLU between two quantized layers).
+
+A Conv / MatMul / Gemm may also be followed by an Add of a constant (one
+value per output channel, or one for all) before the activation: it is folded
+into the int32 bias.
 
 Each intermediate value must have exactly one reader (and not be a graph
 output), so no float value disappears that something else needs.  The
@@ -104,10 +111,18 @@ class _Matcher:
             return None
         return readers[0]
 
-    def tail(self, anchor: Node, allow_pool: bool):
-        """Follow ``anchor`` → [Relu | Clip] → [MaxPool] → QuantizeLinear."""
-        skipped, act, pool = [], None, None
+    def tail(self, anchor: Node, allow_pool: bool, allow_bias: bool = False):
+        """Follow ``anchor`` → [Add of a constant] → [Relu | Clip] → [MaxPool]
+        → QuantizeLinear; the constant (a bias, per output channel or one
+        value) is returned as ``addend``, 1-D."""
+        skipped, act, pool, addend = [], None, None, None
         node = self.single_reader(anchor.outputs[0])
+        if allow_bias and node is not None and node.op.name == "Add" and not node.op.domain:
+            addend = self.channel_constant(node, anchor.outputs[0])
+            if addend is None:
+                return None
+            skipped.append(node)
+            node = self.single_reader(node.outputs[0])
         if node is not None and node.op.name in _ACTIVATIONS and not node.op.domain:
             if node.op.name == "Clip":
                 lo_v = node.inputs[1] if len(node.inputs) > 1 else None
@@ -133,7 +148,24 @@ class _Matcher:
         if scale is None or scale.ndim != 0 or zp is None or zp.dtype != np.int8 or \
                 zp.ndim != 0 or node.attr("block_size"):
             return None
-        return node, float(scale), int(zp), act, pool, skipped
+        return node, float(scale), int(zp), act, pool, skipped, addend
+
+    def channel_constant(self, add: Node, value: Value) -> np.ndarray | None:
+        """The constant operand of ``add`` (the other one being ``value``) as one
+        value per channel of ``value`` (axis 1 if 4-D, else the last), or None."""
+        others = [v for v in add.inputs if v is not None and v.name != value.name]
+        if len(add.inputs) != 2 or len(others) != 1:
+            return None
+        c = self.const(others[0])
+        shape = value.type.shape if isinstance(value.type, TensorType) else None
+        if c is None or c.dtype != np.float32 or shape is None or c.ndim > len(shape):
+            return None
+        axis = 1 if len(shape) == 4 else len(shape) - 1
+        full = (1,) * (len(shape) - c.ndim) + c.shape
+        if any(d != 1 for k, d in enumerate(full) if k != axis) or \
+                full[axis] not in (1, shape[axis]):
+            return None
+        return np.broadcast_to(c.reshape(-1), (shape[axis],)).astype(np.float64)
 
 
 def _pool_attrs(node: Node) -> dict[str, Any] | None:
@@ -240,16 +272,21 @@ def _match_linear(m: _Matcher, node: Node) -> _Plan | None:
         axis = axis + m.const(dq_node.inputs[0]).ndim if axis < 0 else axis
         if axis != w_axis or w.scale.shape[0] != channels:
             return None
-    tail = m.tail(node, allow_pool=kind == "Conv")
+    tail = m.tail(node, allow_pool=kind == "Conv", allow_bias=True)
     if tail is None:
         return None
-    final, y_scale, y_zp, act, pool, skipped = tail
+    final, y_scale, y_zp, act, pool, skipped, addend = tail
     acc_scale = (x.scale.astype(np.float64) * np.broadcast_to(w.scale, (channels,))
                  .astype(np.float64))
-    bias = _int_bias(m, bias_v, (x.scale * np.broadcast_to(w.scale, (channels,)))
-                     .astype(np.float32).astype(np.float64)) if bias_v is not None else None
+    bias_scale = (x.scale * np.broadcast_to(w.scale, (channels,))).astype(np.float32) \
+        .astype(np.float64)
+    bias = _int_bias(m, bias_v, bias_scale) if bias_v is not None else None
     if isinstance(bias, str):
         return None
+    if addend is not None:   # a bias added after the op: folded into the int32 bias
+        extra = np.clip(np.rint(addend / bias_scale), INT32_MIN, INT32_MAX).astype(np.int64)
+        base = np.zeros(channels, np.int64) if bias is None else bias.astype(np.int64)
+        bias = np.clip(base + extra, INT32_MIN, INT32_MAX).astype(np.int32)
     mult, shift = _multipliers(acc_scale / np.float64(np.float32(y_scale)))
     lo, hi = _clip_bounds(act, y_scale, y_zp)
     zp_name = "x_zero_point" if kind == "Conv" else "a_zero_point"
@@ -270,7 +307,7 @@ def _match_add(m: _Matcher, node: Node) -> _Plan | None:
     tail = m.tail(node, allow_pool=False)
     if tail is None:
         return None
-    final, y_scale, y_zp, act, _, skipped = tail
+    final, y_scale, y_zp, act, _, skipped, _ = tail
     sa, sb = float(a.scale), float(b.scale)
     big = max(sa, sb)
     if big == 0 or y_scale == 0:
@@ -301,6 +338,84 @@ def _match_pool(m: _Matcher, node: Node) -> _Plan | None:
     return _Plan("QMaxPool", node, final, [x.q], [], pool, None, [])
 
 
+# Elementwise ops a lookup table can stand for (with their other operands
+# constants of one element, the region is a function of one int8 value).
+_ELEMENTWISE = ("Add", "Sub", "Mul", "Div", "Relu", "Clip", "HardSigmoid", "HardSwish",
+                "Sigmoid", "Tanh", "LeakyRelu", "Neg", "Abs", "Erf", "Exp", "Gelu", "Elu",
+                "Selu", "Softplus", "Max", "Min")
+
+
+def _match_lut(m: _Matcher, final: Node) -> _Plan | None:
+    """DQ(x) → a region of elementwise float ops of x alone → Q  →  ``heli:QLut``
+    whose table is the region evaluated (by the reference ops) on all 256 int8
+    values of x, so it equals the float QDQ graph exactly."""
+    if len(final.inputs) < 3 or final.inputs[2] is None or final.attr("block_size"):
+        return None
+    scale, zp = m.const(final.inputs[1]), m.const(final.inputs[2])
+    if scale is None or zp is None or scale.ndim or zp.ndim or zp.dtype != np.int8 or \
+            final.attr("saturate") == 0:
+        return None
+    region: dict[int, Node] = {}
+    source: Node | None = None
+    stack = [final.inputs[0]]
+    while stack:
+        value = stack.pop()
+        if value is None:
+            return None
+        if value.name in m.consts:
+            if m.consts[value.name].size != 1:
+                return None
+            continue
+        node = m.producers.get(value.name)
+        if node is None:
+            return None
+        if node.op.name == "DequantizeLinear" and not node.op.domain:
+            if source is not None and source is not node:
+                return None
+            source = node
+            continue
+        if id(node) in region:
+            continue
+        if node.op.domain or node.op.name not in _ELEMENTWISE or len(node.outputs) != 1:
+            return None
+        region[id(node)] = node
+        stack.extend(node.inputs)
+    if source is None or not region:
+        return None
+    x = m.dq(source.outputs[0])
+    if x is None or x.q.type.dtype != DType.INT8 or x.scale.ndim != 0:
+        return None
+    if not isinstance(final.outputs[0].type, TensorType) or \
+            final.outputs[0].type.shape != x.q.type.shape:
+        return None
+    inside = {id(n) for n in region.values()} | {id(final)}
+    for node in region.values():
+        out = node.outputs[0]
+        if out.name in m.outputs or any(id(r) not in inside for r in m.users.get(out.name, [])):
+            return None
+    order = {id(n): k for k, n in enumerate(m.graph.nodes)}
+    nodes = sorted(region.values(), key=lambda n: order[id(n)])
+    table = _evaluate_table(m, source, nodes, final)
+    return _Plan("QLut", nodes[0], final, [x.q], [], {"table": tuple(int(v) for v in table)},
+                 None, nodes[1:])
+
+
+def _evaluate_table(m: _Matcher, source: Node, nodes: list[Node], final: Node) -> np.ndarray:
+    from heli.targets.ref import GraphRunner  # late: targets import the passes
+
+    b = GraphBuilder("lut")
+    xin = b.add_input(source.inputs[0].name, TensorType(DType.INT8, (256,)))
+    for node in (source, *nodes, final):
+        for v in node.inputs:
+            if v is not None and v.name in m.consts and b.lookup(v.name) is None:
+                b.add_constant(m.consts[v.name], v.name)
+        b.add_node(node.op, [b.lookup(v.name) if v is not None else None for v in node.inputs],
+                   node.attrs, output_names=[o.name for o in node.outputs])
+    graph = b.build([b.lookup(final.outputs[0].name)], [final.outputs[0].name])
+    (y,) = GraphRunner(graph).run({xin.name: np.arange(-128, 128, dtype=np.int8)})
+    return np.asarray(y, np.int8).reshape(256)
+
+
 _MATCHERS = {"Conv": _match_linear, "MatMul": _match_linear, "Gemm": _match_linear,
              "Add": _match_add, "MaxPool": _match_pool}
 
@@ -321,6 +436,15 @@ class QdqToInt(Pass):
             plan = match(m, node) if match is not None else None
             if plan is not None:
                 plans[id(node)] = plan
+        claimed = {id(n) for p in plans.values() for n in (p.anchor, *p.skipped, p.final)}
+        for node in graph.nodes:
+            if node.op.name == "QuantizeLinear" and not node.op.domain and \
+                    id(node) not in claimed:
+                plan = _match_lut(m, node)
+                if plan is not None and not any(id(n) in claimed
+                                                for n in (plan.anchor, *plan.skipped)):
+                    plans[id(plan.anchor)] = plan
+                    claimed.update(id(n) for n in (plan.anchor, *plan.skipped, plan.final))
         if not plans:
             return graph
         role: dict[int, _Plan] = {}

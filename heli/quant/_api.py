@@ -20,6 +20,7 @@ def quantize(
     symmetric_activations: bool = False,
     optimize: bool = True,
     input_shapes: Mapping[str, Sequence[int]] | None = None,
+    outputs: bool = False,
 ) -> Graph:
     """An int8 QDQ version of ``model`` calibrated on ``samples`` (feed dicts).
 
@@ -28,6 +29,12 @@ def quantize(
     folded), so the quantized ops are the ones a backend will see;
     ``input_shapes`` binds dynamic input dimensions there.  ``model`` may also
     be anything :func:`heli.compile` takes except a torch module.
+
+    ``outputs=True`` also quantizes the outputs of Conv / MatMul / Gemm (after
+    a fused bias, Relu or Clip) and residual Adds, for every reader, as ONNX
+    Runtime's QDQ quantizer does: an integer backend then keeps whole chains
+    of layers (and the elementwise functions between them, as lookup tables)
+    in int8 instead of returning to float after each layer.
     """
     graph = _as_graph(model)
     if optimize:
@@ -37,8 +44,8 @@ def quantize(
 
             input_types = bind_shapes(graph, {k: tuple(v) for k, v in input_shapes.items()})
         graph = PassManager(default_pipeline(input_types)).run(graph)
-    ranges = calibrate(graph, samples, calibrator)
-    graph = QuantizeQDQ(ranges, symmetric_activations).apply(graph)
+    ranges = calibrate(graph, samples, calibrator, outputs=outputs)
+    graph = QuantizeQDQ(ranges, symmetric_activations, outputs).apply(graph)
     return DeadCodeElimination().apply(graph)
 
 

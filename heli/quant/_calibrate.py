@@ -121,13 +121,69 @@ def quantizable_nodes(graph: Graph) -> list[Node]:
     return found
 
 
-def activations_to_observe(graph: Graph) -> list[str]:
-    """Names of the non-constant operands of the quantizable nodes, in order."""
+# Unary ops that an integer backend fuses into the op before them (as a clip),
+# so an output is quantized after them, not between.
+_FUSED_TAIL = ("Relu", "Clip")
+
+
+def _float_adds(graph: Graph) -> list[Node]:
+    """Add nodes of two non-constant float32 tensors of the same static shape
+    (residual connections): quantized as integer adds with ``outputs=True``."""
+    found = []
+    for node in graph.nodes:
+        if node.op.domain or node.op.name != "Add" or len(node.inputs) != 2:
+            continue
+        a, b = node.inputs
+        if any(v is None or v.name in graph.constants or not isinstance(v.type, TensorType)
+               or v.type.dtype is not DType.FLOAT32 or v.type.shape is None for v in (a, b)):
+            continue
+        if a.type.shape == b.type.shape:
+            found.append(node)
+    return found
+
+
+def quantized_outputs(graph: Graph) -> list[str]:
+    """With ``outputs=True`` quantization: the values quantized after each
+    Conv / MatMul / Gemm and residual Add — its output, or, when that is read
+    only by a chain of Add-of-a-constant (a bias), Relu or Clip, the end of
+    that chain — except graph outputs."""
+    users = graph.users()
+    graph_outputs = {v.name for v in graph.outputs}
     names: list[str] = []
-    for node in quantizable_nodes(graph):
+    for node in [*quantizable_nodes(graph), *_float_adds(graph)]:
+        value = node.outputs[0]
+        if value is None:
+            continue
+        while value.name not in graph_outputs:
+            readers = users.get(value.name, [])
+            if len(readers) != 1 or readers[0].op.domain:
+                break
+            reader = readers[0]
+            if reader.op.name == "Add" and any(v is not None and v.name in graph.constants
+                                               for v in reader.inputs):
+                value = reader.outputs[0]
+            elif reader.op.name in _FUSED_TAIL and all(
+                    v is None or v.name in graph.constants for v in reader.inputs[1:]):
+                value = reader.outputs[0]
+            else:
+                break
+        if value.name not in graph_outputs and value.name not in names:
+            names.append(value.name)
+    return names
+
+
+def activations_to_observe(graph: Graph, outputs: bool = False) -> list[str]:
+    """Names of the non-constant operands of the quantizable nodes, in order
+    (with ``outputs``, also :func:`quantized_outputs` and the operands of
+    residual Adds)."""
+    names: list[str] = []
+    nodes = [*quantizable_nodes(graph), *(_float_adds(graph) if outputs else [])]
+    for node in nodes:
         for value in node.inputs[:2]:
             if value.name not in graph.constants and value.name not in names:
                 names.append(value.name)
+    if outputs:
+        names += [n for n in quantized_outputs(graph) if n not in names]
     return names
 
 
@@ -136,11 +192,12 @@ def calibrate(
     samples: Iterable[Mapping[str, np.ndarray]],
     calibrator: str | Calibrator = "minmax",
     names: Sequence[str] | None = None,
+    outputs: bool = False,
 ) -> dict[str, tuple[float, float]]:
     """Run ``graph`` on each feed of ``samples`` (on ``ref``) and return the
     range of each tensor in ``names`` (default: :func:`activations_to_observe`)."""
     calib = make_calibrator(calibrator)
-    names = list(activations_to_observe(graph) if names is None else names)
+    names = list(activations_to_observe(graph, outputs) if names is None else names)
     values = graph.values()
     missing = [n for n in names if n not in values]
     if missing:

@@ -28,7 +28,7 @@ from heli._errors import InputError
 from heli.ir._builder import GraphBuilder, rebuild
 from heli.ir._graph import Graph, Node, Value
 from heli.passes._pass import Pass
-from heli.quant._calibrate import quantizable_nodes
+from heli.quant._calibrate import _float_adds, quantizable_nodes, quantized_outputs
 
 INT8_MIN, INT8_MAX = -128, 127
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
@@ -98,18 +98,38 @@ class QuantizeQDQ(Pass):
     description = "int8 QDQ quantization of Conv, MatMul and Gemm (per-channel weights)"
     ranges: Mapping[str, tuple[float, float]] = field(default_factory=dict)
     symmetric_activations: bool = False
+    #: also quantize the outputs of Conv / MatMul / Gemm / residual Add (after a
+    #: fused bias / Relu / Clip) for all their readers, and the operands of
+    #: residual Adds (see :func:`heli.quant.quantize`)
+    outputs: bool = False
 
     def apply(self, graph: Graph) -> Graph:
         targets = {id(n) for n in quantizable_nodes(graph)}
-        if not targets:
+        adds = {id(n) for n in _float_adds(graph)} if self.outputs else set()
+        after = set(quantized_outputs(graph)) if self.outputs else set()
+        if not targets and not adds:
             return graph
         cache: dict[str, Value] = {}  # activation name → its DequantizeLinear output
         scales: dict[str, QParams] = {}
 
         def visit(builder: GraphBuilder, node: Node, inputs: list) -> tuple | None:
-            if id(node) not in targets:
+            if id(node) in targets:
+                outs = self._rewrite(builder, graph, node, inputs, cache, scales)
+            elif id(node) in adds:
+                new = [self._activation(builder, v, None, cache, scales, old.name)[0]
+                       for v, old in zip(inputs, node.inputs, strict=True)]
+                outs = builder.add_node(node.op, new, node.attrs, name=node.name,
+                                        output_names=[o.name for o in node.outputs])
+            elif any(o is not None and o.name in after for o in node.outputs):
+                outs = builder.add_node(node.op, inputs, node.attrs, name=node.name,
+                                        output_names=[o.name if o is not None else None
+                                                      for o in node.outputs])
+            else:
                 return None
-            return self._rewrite(builder, graph, node, inputs, cache, scales)
+            # every reader of a quantized output reads its DequantizeLinear
+            return tuple(self._activation(builder, v, None, cache, scales, old.name)[0]
+                         if old is not None and old.name in after else v
+                         for v, old in zip(outs, node.outputs, strict=True))
 
         return rebuild(graph, visit)
 
@@ -127,7 +147,8 @@ class QuantizeQDQ(Pass):
                 new[slot] = self._dequantized_constant(b, value.name, array, params)
                 data_params = params
             else:
-                new[slot], params = self._activation(b, value, array, cache, scales)
+                new[slot], params = self._activation(b, value, array, cache, scales,
+                                                     node.inputs[slot].name)
                 if slot == 0:
                     x_params = params
         bias_slot = 2
@@ -145,17 +166,21 @@ class QuantizeQDQ(Pass):
                                         for o in node.outputs])
 
     def _activation(self, b: GraphBuilder, value: Value, array: np.ndarray | None,
-                    cache: dict[str, Value], scales: dict[str, QParams]) -> tuple:
+                    cache: dict[str, Value], scales: dict[str, QParams],
+                    name: str | None = None) -> tuple:
         """QuantizeLinear → DequantizeLinear of an activation (or of a constant
-        operand that is not a weight: per-tensor from its own range)."""
-        if value.name in cache:
-            return cache[value.name], scales[value.name]
+        operand that is not a weight: per-tensor from its own range).  ``name``
+        is the tensor's name in the float graph (``value`` may already stand
+        for its DequantizeLinear)."""
+        name = value.name if name is None else name
+        if name in cache:
+            return cache[name], scales[name]
         if array is not None:
             low, high = float(np.min(array, initial=0.0)), float(np.max(array, initial=0.0))
-        elif value.name in self.ranges:
-            low, high = self.ranges[value.name]
+        elif name in self.ranges:
+            low, high = self.ranges[name]
         else:
-            raise InputError(f"No calibrated range for the tensor {value.name!r}; calibrate "
+            raise InputError(f"No calibrated range for the tensor {name!r}; calibrate "
                              "the graph that is being quantized.")
         params = activation_qparams(low, high, self.symmetric_activations)
         scale = b.add_constant(params.scale, b.fresh_name(f"{value.name}_scale"))
@@ -164,7 +189,7 @@ class QuantizeQDQ(Pass):
                           output_names=[b.fresh_name(f"{value.name}_quantized")])
         (dq,) = b.add_node("DequantizeLinear", [q, scale, zero_point],
                            output_names=[b.fresh_name(f"{value.name}_dequantized")])
-        cache[value.name], scales[value.name] = dq, params
+        cache[name], scales[name] = dq, params
         return dq, params
 
     @staticmethod

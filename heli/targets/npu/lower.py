@@ -1,5 +1,5 @@
 """Lowering of the integer ops (``heli:QConv``, ``QMatMul``, ``QAdd``,
-``QMaxPool``) onto the NPU's ISA: one program per graph segment, tiled to the
+``QMaxPool``, ``QLut``) onto the NPU's ISA: one program per graph segment, tiled to the
 configured SRAMs and double-buffered (see ``docs/npu.md``, "Data layouts" and
 the double-buffered loop of "Queues and synchronization").
 
@@ -35,7 +35,7 @@ from heli.targets.npu.isa import Instr, Mem, Queue
 _ALIGN = 64
 MAX_INNER = 4095          # matmul / pooling `rows` and `outer` are 12-bit
 MAX_ROWS = 65535          # DMA and vector `rows` are 16-bit
-SUPPORTED_OPS = ("QConv", "QMatMul", "QAdd", "QMaxPool")
+SUPPORTED_OPS = ("QConv", "QMatMul", "QAdd", "QMaxPool", "QLut")
 
 
 class NpuCompileError(TargetError):
@@ -201,6 +201,9 @@ def plan_node(node: Node, cfg: NpuConfig) -> Tiling | str:
         if spec.ow > MAX_INNER or sw > 255 or sh * spec.pitch > 65535:
             return f"the output rows ({spec.ow} pixels) are too wide for one pooling step"
         return _choose(spec.oh, cfg, _pool_need(spec), label, MAX_INNER)
+    if name == "QLut":
+        rows, _ = matrix_shape(shapes[0])
+        return _choose(rows, cfg, lambda t: (t + cfg.lut_rows, 0), label, MAX_ROWS)
     # QAdd
     if shapes[0] != shapes[1] or len(shapes[0]) == 0:
         return "the NPU adds tensors of the same shape (rank >= 1) only"
@@ -352,21 +355,38 @@ def _lower_conv(b: _Builder, node: Node, graph: Graph, tiling: Tiling, x_addr: i
     tiles = []
     # the op's own MACs (the array does more: padded lanes, group-sparse blocks)
     macs = spec.n * spec.oh * spec.ow * spec.co * (spec.c // spec.group) * taps
+    # The input window of a spatial tile is loaded once, with the first output
+    # channel block, into the input region of buffer (spatial tile % nbuf), and
+    # read by every channel block; weights, accumulators and outputs use buffer
+    # (tile % nbuf).  A tile waits for the store of tile - nbuf, which follows
+    # every compute of spatial tile - nbuf, so both regions are free in time.
+    spatial = 0
+    all_ci = _blocks(spec.c, dim)
     for n in range(spec.n):
         for oh0 in range(0, spec.oh, t_max):
             t = min(t_max, spec.oh - oh0)
             out_rows = t * spec.ow
-            for co0, ccnt, ci_blocks, w_addr, p_addr in co_plans:
+            in_base = (spatial % nbuf) * tiling.spad
+            spatial += 1
+            for j_co, (co0, ccnt, ci_blocks, w_addr, p_addr) in enumerate(co_plans):
                 buf = len(tiles) % nbuf
                 s_base = buf * tiling.spad
                 a_base = buf * tiling.acc
-                in_base, w_base = s_base, s_base + nci_max * in_size
+                w_base = s_base + nci_max * in_size
                 o_base = w_base + wrows_max
                 acc_out, acc_par = a_base, a_base + out_rows
                 loads: list[Instr] = []
-                for k, (ci0, kcnt) in enumerate(ci_blocks):
-                    _fill_and_load_window(b, spec, x_addr, n, oh0 * spec.sh, spec.in_rows(t),
-                                          ci0, kcnt, in_base + k * in_size, x_zp, loads)
+                if j_co == 0:
+                    for k, (ci0, kcnt) in enumerate(all_ci if spec.group == 1 else ()):
+                        _fill_and_load_window(b, spec, x_addr, n, oh0 * spec.sh,
+                                              spec.in_rows(t), ci0, kcnt,
+                                              in_base + k * in_size, x_zp, loads)
+                if spec.group != 1:   # grouped: each block loads its own channels
+                    in_base = s_base
+                    for k, (ci0, kcnt) in enumerate(ci_blocks):
+                        _fill_and_load_window(b, spec, x_addr, n, oh0 * spec.sh,
+                                              spec.in_rows(t), ci0, kcnt,
+                                              in_base + k * in_size, x_zp, loads)
                 wrows = taps * sum(k for _, k in ci_blocks)
                 loads.append(_load(Mem.SPAD, w_base, w_addr, dim, wrows, dim))
                 loads.append(_load(Mem.ACC, acc_out, p_addr, 0, out_rows, dim))
@@ -457,6 +477,34 @@ def _lower_add(b: _Builder, node: Node, tiling: Tiling, a_addr: int, b_addr: int
     return 0
 
 
+def _lower_lut(b: _Builder, node: Node, tiling: Tiling, x_addr: int, y_addr: int,
+               first: bool, last: bool) -> int:
+    """``vlut`` in place on tiles of the (rows, C) matrix; the table is staged
+    and loaded into lookup table 0 by the first tile (it stays there)."""
+    dim, cfg = b.dim, b.cfg
+    rows, c = matrix_shape(_static(node.inputs[0].type))
+    table = np.zeros(cfg.lut_rows * dim, np.int8)
+    table[:256] = np.asarray(node.attr("table"), np.int8)
+    t_addr = b.const(table)
+    tiles = []
+    for r0 in range(0, rows, tiling.t):
+        t = min(tiling.t, rows - r0)
+        for c0, ccnt in _blocks(c, dim):
+            base = (len(tiles) % tiling.nbuf) * tiling.spad
+            off = r0 * c + c0
+            loads = [_load(Mem.SPAD, base, x_addr + off, c, t, ccnt)]
+            computes = []
+            if not tiles:
+                loads.append(_load(Mem.SPAD, base + t, t_addr, dim, cfg.lut_rows, dim))
+                computes.append(isa.lut_load(src=base + t, table=0))
+            computes.append(isa.vlut(src=base, dst=base, rows=t, table=0))
+            stores = [isa.dma_store(mem=Mem.SPAD, sram=base, dram=y_addr + off, stride=c,
+                                    rows=t, cols=ccnt)]
+            tiles.append((loads, computes, stores))
+    b.emit_tiles(tiles, tiling.nbuf, first, last)
+    return 0
+
+
 def _lower_layers(b: _Builder, graph: Graph, plans: list[Tiling], addrs: dict[str, int],
                   layers: list[tuple[int, int, str]], macs: dict[str, int]) -> None:
     last = len(graph.nodes) - 1
@@ -469,6 +517,8 @@ def _lower_layers(b: _Builder, graph: Graph, plans: list[Tiling], addrs: dict[st
             macs[name] = _lower_conv(b, node, graph, tiling, ins[0], out, k == 0, k == last)
         elif node.op.name == "QMaxPool":
             macs[name] = _lower_maxpool(b, node, tiling, ins[0], out, k == 0, k == last)
+        elif node.op.name == "QLut":
+            macs[name] = _lower_lut(b, node, tiling, ins[0], out, k == 0, k == last)
         else:
             macs[name] = _lower_add(b, node, tiling, ins[0], ins[1], out, k == 0, k == last)
         layers.append((first_pc, len(b.instrs), name))
