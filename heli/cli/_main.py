@@ -99,10 +99,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_explain_parser(sub)
 
+    from heli.cli._new_target import add_new_target_parser
+    from heli.cli._targets import add_targets_parser
+
+    add_new_target_parser(sub)
+    add_targets_parser(sub)
+
     from heli.cli._npu import add_npu_parser
 
     add_npu_parser(sub)
     return parser
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"warning: {message}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -113,6 +123,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("default")
+            if not args.debug:  # one readable line per warning, not a source listing
+                warnings.showwarning = _show_warning
             return int(args.func(args) or 0)
     except HeliError as error:
         if args.debug:

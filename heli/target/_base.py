@@ -95,6 +95,16 @@ class Target(abc.ABC):
             "implement Target.deserialize()."
         )
 
+    def capabilities(self) -> dict[str, object]:
+        """A summary of what this target claims, for ``heli targets`` (optional).
+
+        Conventional keys: ``"ops"`` (the op names it runs, e.g. ``["Add", "Conv"]``)
+        and ``"dtypes"`` (element type names, e.g. ``["float32"]``); other keys are
+        shown as they are. A summary only: the partitioner asks :meth:`supports`,
+        node by node. Empty (the default) means "not declared".
+        """
+        return {}
+
     def host_fingerprint(self) -> dict[str, str]:
         """What a host must match to run this target's saved code (e.g. the CPU ISA).
 
