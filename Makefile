@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.heli-installed
 JOBS   ?= 2
 
-.PHONY: all demo test lint conformance lock clean venv tools
+.PHONY: all demo test test-asan lint conformance lock clean venv tools
 
 all: test
 
@@ -36,6 +36,15 @@ demo: $(STAMP)
 # oversubscribed OpenBLAS threads stall for tens of milliseconds.
 test: $(STAMP) tools
 	OPENBLAS_NUM_THREADS=1 $(PY) -m pytest -n $(JOBS) -q
+
+# The cpu target's real-model tests (pytest marker `asan`) with every kernel
+# built under AddressSanitizer (HELI_CPU_ASAN=1). Its runtime must be loaded
+# before Python starts (LD_PRELOAD); CPython "leaks" at exit by design.
+test-asan: $(STAMP)
+	@asan="$$($(PY) -c 'from heli.targets.cpu._toolchain import asan_runtime; \
+		print(asan_runtime())')" && echo "AddressSanitizer runtime: $$asan" && \
+	HELI_CPU_ASAN=1 ASAN_OPTIONS=detect_leaks=0 LD_PRELOAD="$$asan" OPENBLAS_NUM_THREADS=1 \
+		$(PY) -m pytest -q -p no:cacheprovider -m asan tests/targets/cpu
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check heli tests examples scripts bench

@@ -108,6 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
     from heli.cli._npu import add_npu_parser
 
     add_npu_parser(sub)
+
+    from heli.cli._bench import add_bench_parser
+
+    add_bench_parser(sub)
     return parser
 
 

@@ -6,10 +6,16 @@ function per op of :data:`heli.kernel.OPS`), loop headers with their
 pragmas, the kernel signature and a prelude of helper functions.  Another
 C-like language (OpenCL C) subclasses it and overrides what differs.
 
-The C dialect targets GCC/Clang with OpenMP: a ``parallel`` loop becomes
-``#pragma omp parallel for`` (thread count passed to every kernel as
-``nthreads``), a ``vectorize`` loop ``#pragma omp simd`` with the loop's
-reductions.  ``exp``, ``erf`` and ``sigmoid`` call prelude functions written
+The C dialect targets GCC/Clang.  A ``parallel`` loop is outlined into a
+task function over a fixed chunk of its iterations (at most
+:attr:`CDialect.parallel_tasks` chunks, cut by the loop's extent alone) and
+run with ``heli_parallel`` (the cpu target's thread pool,
+``heli/targets/cpu/kernels/threadpool.c``; thread count passed to every
+kernel as ``nthreads``): the variables in scope travel in a context struct,
+and each reduction gets one partial result per chunk, combined in chunk
+order, so results do not depend on the thread count.  A ``vectorize`` loop
+becomes ``#pragma omp simd`` with the loop's reductions (``-fopenmp-simd``:
+no OpenMP runtime).  ``exp``, ``erf`` and ``sigmoid`` call prelude functions written
 in plain arithmetic, so the compiler vectorizes them (libm's would stay
 scalar); their error is a few float32 ulps.
 """
@@ -43,6 +49,15 @@ C_PRELUDE = r"""#include <math.h>
 #include <stdint.h>
 #include <string.h>
 #include <stdlib.h>
+#include <limits.h>
+
+#ifndef HELI_THREADPOOL_H
+#define HELI_THREADPOOL_H
+/* The cpu target's thread pool (heli/targets/cpu/kernels/threadpool.h):
+ * runs fn(ctx, task) for every task in [0, ntasks) on up to nthreads threads. */
+typedef void (*heli_task_fn)(void *ctx, long task);
+void heli_parallel(long ntasks, heli_task_fn fn, void *ctx, int nthreads);
+#endif
 
 #ifndef HELI_PRELUDE
 #define HELI_PRELUDE
@@ -103,12 +118,25 @@ def _call(name: str) -> Callable[..., str]:
 
 
 class CDialect:
-    """C99 with OpenMP pragmas."""
+    """C99 (GNU) with ``omp simd`` pragmas and Heli's thread pool."""
 
     name = "c"
     prelude = C_PRELUDE
     type_names = {"f32": "float", "i64": "long", "bool": "int"}
     indent_unit = "    "
+    #: Outline parallel loops into task functions for ``heli_parallel``
+    #: (a dialect without that runtime sets False and spells them in
+    #: :meth:`loop_pragmas`).
+    outline_parallel = True
+    #: A parallel loop runs as at most this many tasks (chunks of iterations
+    #: fixed by its extent, not by the thread count).
+    parallel_tasks = 64
+    #: The identity of each reduction op, by scalar type.
+    reduction_identity = {
+        ("add", "f32"): "0.0f", ("mul", "f32"): "1.0f", ("max", "f32"): "(-INFINITY)",
+        ("min", "f32"): "INFINITY", ("add", "i64"): "0L", ("mul", "i64"): "1L",
+        ("max", "i64"): "LONG_MIN", ("min", "i64"): "LONG_MAX",
+    }
 
     code_for_op: dict[str, Callable[..., str]] = {
         "add": _bin("+"), "sub": _bin("-"), "mul": _bin("*"), "div": _bin("/"),
@@ -151,7 +179,7 @@ class CDialect:
     def loop_pragmas(self, loop: Loop) -> list[str]:
         reductions = "".join(
             f" reduction({_OMP_REDUCTION[op]}:{name})" for name, op in loop.reductions)
-        if loop.kind == "parallel":
+        if loop.kind == "parallel" and not self.outline_parallel:
             return [f"#pragma omp parallel for num_threads(nthreads) schedule(static)"
                     f"{reductions}"]
         if loop.kind == "vectorize":
@@ -171,13 +199,33 @@ _OMP_REDUCTION = {"add": "+", "mul": "*", "max": "max", "min": "min"}
 
 
 class _CRenderer(Visitor):
-    def __init__(self, dialect: CDialect) -> None:
+    """Renders statements as lines of C.  ``scopes`` tracks what each block
+    declares (name -> (kind, C type), kind "ptr", "array" or "scalar"), so a
+    parallel loop knows what its outlined task function must be handed."""
+
+    def __init__(self, dialect: CDialect, kernel_name: str = "k",
+                 functions: list[str] | None = None, counter: list[int] | None = None,
+                 threads: str = "nthreads") -> None:
         self.d = dialect
         self.lines: list[str] = []
         self.depth = 1
+        self.kernel_name = kernel_name
+        self.functions = functions if functions is not None else []  # outlined tasks
+        self.counter = counter if counter is not None else [0]
+        self.threads = threads  # the thread count expression at this point
+        self.scopes: list[dict[str, tuple[str, str]]] = [{}]
 
     def emit(self, text: str) -> None:
         self.lines.append(self.d.indent_unit * self.depth + text)
+
+    def declare(self, name: str, kind: str, ctype: str) -> None:
+        self.scopes[-1][name] = (kind, ctype)
+
+    def visible(self) -> dict[str, tuple[str, str]]:
+        names: dict[str, tuple[str, str]] = {}
+        for scope in self.scopes:
+            names.update(scope)
+        return names
 
     # -- expressions: return strings
     def visit_Const(self, node: Const) -> str:
@@ -197,7 +245,9 @@ class _CRenderer(Visitor):
 
     # -- statements: emit lines
     def visit_Let(self, node: Let) -> None:
-        self.emit(f"{self.d.type_names[node.dtype]} {node.name} = {self.visit(node.value)};")
+        ctype = self.d.type_names[node.dtype]
+        self.emit(f"{ctype} {node.name} = {self.visit(node.value)};")
+        self.declare(node.name, "scalar", ctype)
 
     def visit_Assign(self, node: Assign) -> None:
         self.emit(f"{node.name} = {self.visit(node.value)};")
@@ -208,12 +258,16 @@ class _CRenderer(Visitor):
     def visit_Alloc(self, node: Alloc) -> None:
         for line in self.d.alloc(node):
             self.emit(line)
+        self.declare(node.name, "array", self.d.type_names[node.dtype])
 
     def visit_Loop(self, node: Loop) -> None:
+        if node.kind == "parallel" and self.d.outline_parallel:
+            self.outline(node)
+            return
         for pragma in self.d.loop_pragmas(node):
             self.emit(pragma)
         self.emit(self.d.loop_header(node) + " {")
-        self.block(node.body)
+        self.block(node.body, {node.var: ("scalar", self.d.type_names["i64"])})
         self.emit("}")
 
     def visit_If(self, node: If) -> None:
@@ -221,23 +275,112 @@ class _CRenderer(Visitor):
         self.block(node.body)
         self.emit("}")
 
-    def block(self, body: tuple[Stmt, ...]) -> None:
+    def block(self, body: tuple[Stmt, ...],
+              names: dict[str, tuple[str, str]] | None = None) -> None:
         self.depth += 1
+        self.scopes.append(dict(names or {}))
         for stmt in body:
             self.visit(stmt)
+        self.scopes.pop()
         self.depth -= 1
+
+    # -- parallel loops: a task function and a heli_parallel call
+    def outline(self, loop: Loop) -> None:
+        if loop.extent == 0:
+            return
+        d = self.d
+        visible = self.visible()
+        reductions = dict(loop.reductions)
+        for name, red in reductions.items():
+            if name not in visible or visible[name][0] != "scalar":
+                raise KernelError(f"The reduction scalar {name!r} of parallel loop "
+                                  f"{loop.var!r} is not declared before the loop.")
+            dtype = _dtype_of(d, visible[name][1])
+            if (red, dtype) not in d.reduction_identity or red not in d.code_for_op:
+                raise KernelError(f"The {d.name} dialect cannot reduce {name!r} with {red!r}.")
+        tasks = min(loop.extent, max(1, d.parallel_tasks))
+        grain = -(-loop.extent // tasks)
+        tasks = -(-loop.extent // grain)
+        fname = f"{self.kernel_name}_task{self.counter[0]}"
+        self.counter[0] += 1
+        captured = {n: v for n, v in visible.items() if n not in reductions}
+
+        # The context struct and the task function.
+        fields = ["char heli_unused;"]
+        for name, (kind, ctype) in captured.items():
+            fields.append(f"{ctype} {name};" if kind == "scalar" else f"{ctype} *{name};")
+        for name in reductions:
+            fields.append(f"{visible[name][1]} *heli_part_{name};")
+        unit = d.indent_unit
+        head = [f"struct {fname}_ctx {{", *(unit + f for f in fields), "};",
+                f"static void {fname}(void *heli_arg, long heli_task) {{",
+                unit + f"const struct {fname}_ctx *heli_c = (const struct {fname}_ctx *)heli_arg;"]
+        for name, (kind, ctype) in captured.items():
+            if kind == "scalar":
+                head.append(unit + f"{ctype} {name} = heli_c->{name};")
+            else:
+                qual = " restrict" if kind == "ptr" else ""
+                head.append(unit + f"{ctype} *{qual} {name} = heli_c->{name};".replace("* ", "*"))
+        for name, red in reductions.items():
+            ctype = visible[name][1]
+            head.append(unit + f"{ctype} {name} = "
+                        f"{d.reduction_identity[(red, _dtype_of(d, ctype))]};")
+        end = loop.start + loop.extent
+        head.append(unit + f"const long heli_lo = {loop.start} + heli_task * {grain};")
+        head.append(unit + f"const long heli_hi = heli_lo + {grain} < {end} ? "
+                           f"heli_lo + {grain} : {end};")
+        head.append(unit + f"for (long {loop.var} = heli_lo; {loop.var} < heli_hi; "
+                           f"++{loop.var}) {{")
+        inner = _CRenderer(d, self.kernel_name, self.functions, self.counter, threads="1")
+        inner.scopes = [dict(captured), {n: visible[n] for n in reductions}]
+        inner.depth = 1
+        inner.block(loop.body, {loop.var: ("scalar", d.type_names["i64"])})
+        tail = [unit + "}"]
+        tail += [unit + f"heli_c->heli_part_{name}[heli_task] = {name};" for name in reductions]
+        tail.append("}")
+        self.functions.append("\n".join(head + inner.lines + tail) + "\n")
+
+        # The call.
+        self.emit("{")
+        self.depth += 1
+        for name in reductions:
+            self.emit(f"{visible[name][1]} heli_part_{name}[{tasks}];")
+        inits = [f".{n} = {n}" for n in captured]
+        inits += [f".heli_part_{n} = heli_part_{n}" for n in reductions]
+        self.emit(f"struct {fname}_ctx heli_ctx = {{{', '.join(inits) or '0'}}};")
+        self.emit(f"heli_parallel({tasks}, {fname}, &heli_ctx, {self.threads});")
+        for name, red in reductions.items():
+            combined = d.code_for_op[red](name, f"heli_part_{name}[heli_i]")
+            self.emit(f"for (long heli_i = 0; heli_i < {tasks}; ++heli_i) "
+                      f"{name} = {combined};")
+        self.depth -= 1
+        self.emit("}")
+
+
+def _dtype_of(dialect: CDialect, ctype: str) -> str:
+    for dtype, name in dialect.type_names.items():
+        if name == ctype:
+            return dtype
+    return ctype
 
 
 def render_kernel(kernel: Kernel, dialect: CDialect | None = None, *,
                   export: str = "") -> str:
-    """C source of one kernel function (no prelude); ``export`` is put before
-    the signature (e.g. a visibility attribute)."""
+    """C source of one kernel function (no prelude), after the task
+    functions of its parallel loops; ``export`` is put before the signature
+    (e.g. a visibility attribute)."""
     dialect = dialect or CDialect()
-    renderer = _CRenderer(dialect)
+    renderer = _CRenderer(dialect, kernel.name)
     renderer.depth = 0
+    params = {}
+    for buf in kernel.params:
+        ctype = dialect.type_names[buf.dtype]
+        params[buf.name] = ("ptr", f"const {ctype}" if buf.role == "in" else ctype)
+    renderer.scopes = [params]
     renderer.block(kernel.body)
     head = f"{export} " if export else ""
-    return f"{head}{dialect.signature(kernel)} {{\n" + "\n".join(renderer.lines) + "\n}\n"
+    text = f"{head}{dialect.signature(kernel)} {{\n" + "\n".join(renderer.lines) + "\n}\n"
+    return "".join(f + "\n" for f in renderer.functions) + text
 
 
 def render_expr(expr: Expr, dialect: CDialect | None = None) -> str:

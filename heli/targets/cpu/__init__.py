@@ -11,11 +11,13 @@ C compiler, run through ctypes on numpy buffers.
   residual; elementwise chains), then one C module for the graph (kernel IR
   for elementwise groups, softmax, layer normalization and means; templates
   for im2col, depthwise convolution and pooling) built by ``_toolchain``
-  (content-addressed cache, AVX-512/AVX2/portable flags, OpenMP).
+  (content-addressed cache, AVX-512/AVX2/portable flags, Heli's thread pool).
   Conv (im2col or direct 1x1), MatMul and Gemm call the packed SGEMM of
   ``_gemm`` with the bias and ReLU/Clip in its epilogue; constant MatMul/Gemm
   weights are packed at compile time.
-* **Threads**: ``$HELI_NUM_THREADS`` (default: the CPUs this process may use).
+* **Threads**: ``$HELI_NUM_THREADS`` (default: the CPUs this process may use),
+  on one thread pool per process (``kernels/threadpool.c``); ``$HELI_SPIN_US``
+  is how long its idle workers spin before they sleep (default 100).
 """
 
 from __future__ import annotations
@@ -179,10 +181,16 @@ class CpuExecutable(Executable):
                 env.pop(name, None)
         return {name: env[name] for name in self._outputs}
 
+    def serialize(self) -> bytes:
+        """The libraries, the fused graph and its constants (see ``_artifact``)."""
+        from heli.targets.cpu import _artifact
+
+        return _artifact.serialize(self)
+
 
 class CpuTarget(Target):
     name = "cpu"
-    description = "generated C kernels (kernel IR, OpenMP, AVX-512/AVX2) with a packed SGEMM"
+    description = "generated C kernels (kernel IR, thread pool, AVX-512/AVX2) with a packed SGEMM"
 
     def __init__(self) -> None:
         self._table = _capabilities()
@@ -231,6 +239,18 @@ class CpuTarget(Target):
             builder.add(node)
         steps = builder.build()
         return CpuExecutable(fused, steps, _frees(fused))
+
+    def deserialize(self, payload: bytes, options: CompileOptions) -> Executable:
+        """Load saved code: no C compiler, no graph pass (see ``_artifact``)."""
+        from heli.targets.cpu import _artifact
+
+        return _artifact.deserialize(payload, options)
+
+    def host_fingerprint(self) -> dict[str, str]:
+        """ISA level, machine, OS, C ABI, libc and sanitizer of this host's kernels."""
+        from heli.targets.cpu import _artifact
+
+        return _artifact.host_fingerprint()
 
 
 def _frees(graph: Graph) -> list[tuple[str, ...]]:

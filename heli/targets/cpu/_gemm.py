@@ -8,7 +8,8 @@ once (the cpu target does this for weights at compile time) and
 views) inputs are used in place: a view whose rows are contiguous is passed
 with its row stride, one whose columns are contiguous as the transpose of a
 row-major matrix; anything else is copied first.  The library is compiled
-per ISA level on first use (see ``_toolchain``).
+per ISA level on first use (see ``_toolchain``), with the thread pool's
+header in front (it runs its threads on the pool).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ class GemmConfig:
     nc: int
     vector_width: int
     isa: str
-    openmp: bool
+    threaded: bool  # runs its threads on the pool (always true now)
 
 
 class GemmLibrary:
@@ -89,7 +90,8 @@ def library(isa: str | None = None) -> GemmLibrary:
     with _lock:
         found = _libraries.get(isa)
         if found is None:
-            lib = _toolchain.compile_library(SOURCE_PATH.read_text(), isa=isa, name=f"sgemm-{isa}")
+            source = _toolchain.pool_header() + SOURCE_PATH.read_text()
+            lib = _toolchain.compile_library(source, isa=isa, name=f"sgemm-{isa}")
             found = _libraries[isa] = GemmLibrary(lib, isa)
         return found
 

@@ -9,8 +9,9 @@ source into a shared library (cached by content), and load it with ctypes.
   fallbacks; asking for one the host cannot run is an :class:`UnsupportedError`.
   Each level compiles with fixed ``-m`` flags (not ``-march=native``), so a
   cache shared between machines never hands one host another's code.
-* **Compiling.** ``$CC`` (default ``cc``), ``-O3 -fPIC -shared -fopenmp`` and
-  the ISA's flags.  ``HELI_CPU_ASAN=1`` adds AddressSanitizer; the Python
+* **Compiling.** ``$CC`` (default ``cc``), ``-O3 -fPIC -shared -pthread
+  -fopenmp-simd`` (``omp simd`` pragmas only: no OpenMP runtime) and the
+  ISA's flags.  ``HELI_CPU_ASAN=1`` adds AddressSanitizer; the Python
   process must then be started with ``LD_PRELOAD=$(cc
   -print-file-name=libasan.so)`` (see :func:`asan_runtime`) and usually
   ``ASAN_OPTIONS=detect_leaks=0``, since CPython itself "leaks" at exit.
@@ -21,10 +22,14 @@ source into a shared library (cached by content), and load it with ctypes.
   so concurrent processes never see (or load) a half-written file; two that
   build the same key at once both write complete files and the last rename
   wins.
-* **Threads.** Kernels take their OpenMP thread count as an argument:
+* **Threads.** Kernels take their thread count as an argument:
   ``num_threads()`` is ``$HELI_NUM_THREADS``, else the CPUs this process may
-  run on, and 1 in a child forked after threaded kernels ran (GNU OpenMP's
-  thread pool does not survive ``fork``).
+  run on.  They run on Heli's own thread pool (``kernels/threadpool.c``, see
+  there why not OpenMP), built like any library but loaded first, with
+  ``RTLD_GLOBAL``, so that every kernel library of the process resolves
+  ``heli_parallel`` to one shared pool (:func:`runtime`).  The pool starts
+  afresh in a forked child.  ``$HELI_SPIN_US`` (read once per process) is
+  how long an idle worker spins before it sleeps (default 100).
 """
 
 from __future__ import annotations
@@ -47,9 +52,9 @@ from heli._errors import TargetError, UnsupportedError
 ISAS = ("portable", "avx2", "avx512")
 
 # Bump when the way libraries are built changes without the flags changing.
-_FORMAT = "1"
+_FORMAT = "2"
 
-_BASE_FLAGS = ("-O3", "-std=gnu11", "-fPIC", "-shared", "-fopenmp")
+_BASE_FLAGS = ("-O3", "-std=gnu11", "-fPIC", "-shared", "-pthread", "-fopenmp-simd")
 _X86_ISA_FLAGS = {
     "portable": (),
     "avx2": ("-mavx", "-mavx2", "-mfma", "-mf16c"),
@@ -84,36 +89,12 @@ def cache_dir() -> Path:
     return path
 
 
-# GNU OpenMP is not fork-safe: a child forked after the parent started its
-# thread pool hangs in its first parallel region.  So once this process has
-# handed out a thread count above 1, a forked child runs kernels on one thread.
-_threads_used = False
-_forked_after_threads = False
-
-
-def _after_fork_in_child() -> None:
-    global _forked_after_threads
-    _forked_after_threads = _forked_after_threads or _threads_used
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
 def num_threads(requested: int | None = None) -> int:
-    """OpenMP threads for a kernel call: ``requested``, else
-    ``$HELI_NUM_THREADS``, else the CPUs this process may run on; always 1
-    in a child forked after this process ran threaded kernels (see above)."""
-    global _threads_used
+    """Threads for a kernel call: ``requested``, else ``$HELI_NUM_THREADS``,
+    else the CPUs this process may run on."""
     if requested is not None:
-        count = max(1, int(requested))
-    else:
-        count = _configured_threads()
-    if _forked_after_threads:
-        return 1
-    if count > 1:
-        _threads_used = True
-    return count
+        return max(1, int(requested))
+    return _configured_threads()
 
 
 def _configured_threads() -> int:
@@ -354,24 +335,76 @@ def _asan_loaded() -> bool:
         return False
 
 
+KERNELS_DIR = Path(__file__).with_name("kernels")
+_runtime: ctypes.CDLL | None = None
+
+
+def pool_header() -> str:
+    """The declarations of the thread pool's API (``kernels/threadpool.h``),
+    for sources that call it."""
+    return (KERNELS_DIR / "threadpool.h").read_text()
+
+
+def runtime() -> ctypes.CDLL:
+    """The thread pool library (``kernels/threadpool.c``), built and loaded
+    with ``RTLD_GLOBAL`` once per process, before any kernel library: kernel
+    libraries leave ``heli_parallel`` undefined and the dynamic linker binds
+    it to this one, so the SGEMM and every model share one pool."""
+    global _runtime
+    with _lock:
+        if _runtime is not None:
+            return _runtime
+    path = build_library((KERNELS_DIR / "threadpool.c").read_text(), isa="portable",
+                         name="heli-threadpool")
+    with _lock:
+        if _runtime is None:
+            _check_asan()
+            try:
+                _runtime = ctypes.CDLL(str(path), mode=ctypes.RTLD_GLOBAL)
+            except OSError as exc:
+                raise TargetError(
+                    f"Could not load Heli's thread pool library {str(path)!r}: {exc}.") from exc
+            _runtime.heli_pool_stats.argtypes = [ctypes.POINTER(ctypes.c_long)]
+            _runtime.heli_pool_stats.restype = None
+        return _runtime
+
+
+def pool_stats() -> dict[str, int]:
+    """The thread pool's counters: workers started, jobs run on the pool,
+    tasks run by workers (not by the calling thread)."""
+    out = (ctypes.c_long * 3)()
+    runtime().heli_pool_stats(out)
+    return {"workers": out[0], "jobs": out[1], "worker_tasks": out[2]}
+
+
+def _check_asan() -> None:
+    if asan_enabled() and not _asan_loaded():
+        # An instrumented library loaded without the runtime first would
+        # abort the whole process, so refuse instead.
+        try:
+            hint = str(asan_runtime())
+        except TargetError:
+            hint = "$(cc -print-file-name=libasan.so)"
+        raise TargetError(
+            "HELI_CPU_ASAN=1 builds kernels with AddressSanitizer, whose runtime must be "
+            f"loaded first: run Python as LD_PRELOAD={hint} "
+            f"ASAN_OPTIONS=detect_leaks=0 {os.path.basename(sys.executable)} ...")
+
+
 def load_library(path: Path) -> ctypes.CDLL:
-    """ctypes handle of a compiled library (one per path and process)."""
+    """ctypes handle of a compiled library (one per path and process); the
+    thread pool (:func:`runtime`) is loaded first."""
     path = Path(path)
     with _lock:
         lib = _loaded.get(path)
         if lib is not None:
             return lib
-        if asan_enabled() and not _asan_loaded():
-            # An instrumented library loaded without the runtime first would
-            # abort the whole process, so refuse instead.
-            try:
-                hint = str(asan_runtime())
-            except TargetError:
-                hint = "$(cc -print-file-name=libasan.so)"
-            raise TargetError(
-                "HELI_CPU_ASAN=1 builds kernels with AddressSanitizer, whose runtime must be "
-                f"loaded first: run Python as LD_PRELOAD={hint} "
-                f"ASAN_OPTIONS=detect_leaks=0 {os.path.basename(sys.executable)} ...")
+    _check_asan()
+    runtime()
+    with _lock:
+        lib = _loaded.get(path)
+        if lib is not None:
+            return lib
         try:
             lib = ctypes.CDLL(str(path))
         except OSError as exc:

@@ -208,6 +208,7 @@ def _tokens(length=100, seq=128, seed=0):
 
 
 @pytest.mark.slow
+@pytest.mark.asan
 def test_resnet18_matches_onnxruntime():
     from heli.testing import resnet18_onnx
 
@@ -216,6 +217,7 @@ def test_resnet18_matches_onnxruntime():
 
 
 @pytest.mark.slow
+@pytest.mark.asan
 def test_minilm_matches_onnxruntime():
     from heli.testing import minilm_onnx
 
@@ -226,6 +228,7 @@ def test_minilm_matches_onnxruntime():
 
 
 @pytest.mark.slow
+@pytest.mark.asan
 def test_ppocr_rec_matches_onnxruntime():
     from heli.testing import ocr_input, ppocr_model, render_text
 

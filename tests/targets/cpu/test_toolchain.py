@@ -155,20 +155,43 @@ def test_num_threads(monkeypatch):
             tc.num_threads()
 
 
-def test_openmp_is_linked(cache):
-    source = textwrap.dedent("""
-        #include <omp.h>
-        int heli_threads(int n) {
-            int seen = 0;
-            #pragma omp parallel num_threads(n)
-            {
-                #pragma omp single
-                seen = omp_get_num_threads();
-            }
-            return seen;
-        }
-    """)
-    assert tc.compile_library(source, name="omp").heli_threads(2) == 2
+POOL_PROBE = textwrap.dedent("""
+    #include <stdatomic.h>
+    static _Atomic long hits[1000];
+    static void task(void *ctx, long i) { (void)ctx; atomic_fetch_add(&hits[i], 1); }
+    /* Runs ntasks tasks on nthreads threads; returns how many ran exactly once. */
+    long heli_probe(long ntasks, int nthreads) {
+        for (long i = 0; i < ntasks; i++) hits[i] = 0;
+        heli_parallel(ntasks, task, 0, nthreads);
+        long once = 0;
+        for (long i = 0; i < ntasks; i++) once += hits[i] == 1;
+        return once;
+    }
+""")
+
+
+def test_thread_pool_runs_every_task_once(cache):
+    lib = tc.compile_library(tc.pool_header() + POOL_PROBE, name="pool")
+    lib.heli_probe.restype = ctypes.c_long
+    for ntasks, threads in [(1, 2), (7, 1), (1000, 2), (1000, 4), (3, 8), (0, 2)]:
+        for _ in range(20):
+            assert lib.heli_probe(ntasks, threads) == ntasks, (ntasks, threads)
+    stats = tc.pool_stats()
+    assert stats["workers"] >= 3 and stats["jobs"] >= 60
+
+
+def test_pool_header_matches_the_prelude(cache):
+    # The C prelude of generated kernels declares heli_parallel itself; both
+    # declarations in one file must agree (the compiler rejects a conflict).
+    from heli.kernel import C_PRELUDE
+
+    source = tc.pool_header() + C_PRELUDE.replace("#ifndef HELI_THREADPOOL_H", "#if 1", 1)
+    assert tc.build_library(source + "int heli_x(void) { return 0; }\n", name="decl").is_file()
+
+
+def test_kernels_leave_out_openmp(cache):
+    flags = tc.build_flags()
+    assert "-fopenmp" not in flags and "-fopenmp-simd" in flags and "-pthread" in flags
 
 
 def _asan_runtime_or_skip() -> Path:

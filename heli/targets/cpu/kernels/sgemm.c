@@ -18,9 +18,11 @@
  * transposed A, or A against a wide N, is packed into panels of MR rows
  * (walking A's rows, kind to the TLB).  Ragged edges run kernels compiled
  * for fewer rows and fewer vectors, with masked loads and stores of the
- * last columns.  Threads (OpenMP) each take a rectangle of C, split along M
- * or N, whichever costs less; every element of C is summed in the same
- * order whatever the thread count, so results do not depend on it.
+ * last columns.  Threads (Heli's pool, threadpool.h) take rectangles of C
+ * from a grid of tasks, a few per thread, cut along M and N where that costs
+ * least; every element of C is summed in the same order (K blocks of
+ * kc_of(K), k ascending) whatever the grid, so results do not depend on the
+ * thread count.
  *
  * The same file builds for three instruction sets, chosen by the compiler
  * flags the toolchain passes (see _toolchain.py); the tiles were chosen by
@@ -42,9 +44,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
+/* threadpool.h (heli_parallel) is put in front of this file by _gemm.py. */
 
 /* ------------------------------------------------------- vector ISA layer */
 
@@ -161,9 +161,18 @@ static inline void v_storen(float *p, vf v, long n) {
 #define DIRECT_A_MAX_N 1024
 #endif
 /* Below this many multiply-adds per thread, extra threads cost more than
- * they save (a parallel region costs a few microseconds). */
+ * they save (a parallel job costs a few microseconds). */
 #ifndef MIN_MACS_PER_THREAD
 #define MIN_MACS_PER_THREAD (1L << 17)
+#endif
+/* Tasks per thread to aim for: more than one, so that a worker that starts
+ * late (its core busy with another process) still finds work to share. */
+#ifndef TASKS_PER_THREAD
+#define TASKS_PER_THREAD 4
+#endif
+/* The fixed cost of one task, in multiply-adds (about a microsecond). */
+#ifndef TASK_OVERHEAD_MACS
+#define TASK_OVERHEAD_MACS 20000.0
 #endif
 
 #define ALIGN 64
@@ -549,7 +558,7 @@ static inline tile_fn pick_tile(int direct, long rows, long nr) {
 
 /* --------------------------------------------------------- scratch memory */
 
-/* Packing buffers per thread, kept between calls (OpenMP threads persist). */
+/* Packing buffers per thread, kept between calls (pool threads persist). */
 static _Thread_local float *tls_buf;
 static _Thread_local size_t tls_cap;
 
@@ -644,29 +653,61 @@ static void gemm_k0(const gemm_args *g) {
     }
 }
 
-/* Split C into tm x tn rectangles for t threads: the split whose largest
- * rectangle costs least (multiply-adds, plus the packing that each thread
- * does for its own rectangle, weighted as a few multiply-adds per float). */
-static void choose_split(const gemm_args *g, int t, int *tm, int *tn) {
+/* The cost of one rectangle of C, m x n, in multiply-adds: the product,
+ * plus the packing that each task does for its own rectangle (weighted as a
+ * few multiply-adds per float), plus a task's fixed cost. */
+static double rect_cost(const gemm_args *g, double m, double n) {
+    double cost = m * n * g->K + TASK_OVERHEAD_MACS;
+    if (!g->Bp) cost += 4.0 * n * g->K;
+    if (!reads_a_in_place(g, (long)n)) cost += 4.0 * m * g->K * ceil_div((long)n, NC_MAX);
+    return cost;
+}
+
+/* Cut C into a grid of tm x tn rectangles (tasks) for t threads: the grid
+ * whose estimated finish time on t threads is least, preferring more tasks
+ * (up to TASKS_PER_THREAD * t) when that costs at most an eighth more. */
+static void choose_grid(const gemm_args *g, long t, long *tm, long *tn) {
     const long mu = ceil_div(g->M, MR), nu = ceil_div(g->N, NR);
+    const long most = min_l(TASKS_PER_THREAD * t, mu * nu);
     double best = -1.0;
-    *tm = t;
+    long best_tasks = 0;
+    *tm = 1;
     *tn = 1;
-    for (int a = 1; a <= t; a++) {
-        if (t % a) continue;
-        const int b = t / a;
-        if (a > mu || b > nu) continue;
-        const double m = (double)min_l(ceil_div(mu, a) * MR, g->M);
-        const double n = (double)min_l(ceil_div(nu, b) * NR, g->N);
-        double cost = m * n * g->K;
-        if (!g->Bp) cost += 4.0 * n * g->K;
-        if (!reads_a_in_place(g, (long)n)) cost += 4.0 * m * g->K * ceil_div((long)n, NC_MAX);
-        if (best < 0 || cost < best) {
-            best = cost;
-            *tm = a;
-            *tn = b;
+    for (int pass = 0; pass < 2; pass++) {
+        for (long a = 1; a <= min_l(mu, most); a++) {
+            for (long b = 1; b <= min_l(nu, most / a); b++) {
+                const long tasks = a * b;
+                if (tasks < min_l(t, mu * nu)) continue;
+                const double m = (double)min_l(ceil_div(mu, a) * MR, g->M);
+                const double n = (double)min_l(ceil_div(nu, b) * NR, g->N);
+                const double finish = (double)ceil_div(tasks, t) * rect_cost(g, m, n);
+                if (pass == 0) {
+                    if (best < 0 || finish < best) best = finish;
+                } else if (finish <= best * 1.125 && tasks > best_tasks) {
+                    best_tasks = tasks;
+                    *tm = a;
+                    *tn = b;
+                }
+            }
         }
     }
+}
+
+typedef struct {
+    const gemm_args *g;
+    long tm, tn, mu, nu;
+    _Atomic int status;
+} gemm_job;
+
+static void gemm_task(void *p, long task) {
+    gemm_job *job = p;
+    const gemm_args *g = job->g;
+    const long im = task / job->tn, in = task % job->tn;
+    const long m0 = job->mu * im / job->tm * MR;
+    const long m1 = min_l(g->M, job->mu * (im + 1) / job->tm * MR);
+    const long n0 = job->nu * in / job->tn * NR;
+    const long n1 = min_l(g->N, job->nu * (in + 1) / job->tn * NR);
+    if (gemm_rect(g, m0, m1, n0, n1)) job->status = -1;
 }
 
 static int gemm_run(const gemm_args *g, int nthreads) {
@@ -680,35 +721,18 @@ static int gemm_run(const gemm_args *g, int nthreads) {
     long t = nthreads < 1 ? 1 : nthreads;
     if ((double)t * MIN_MACS_PER_THREAD > macs) t = (long)(macs / MIN_MACS_PER_THREAD);
     if (t > mu * nu) t = mu * nu;
-#ifdef _OPENMP
-    if (t > 1) {
-        int status = 0;
-#pragma omp parallel num_threads((int)t)
-        {
-            /* The runtime may give fewer threads than asked: split by what we got. */
-            const int nt = omp_get_num_threads(), id = omp_get_thread_num();
-            int tm, tn;
-            choose_split(g, nt, &tm, &tn);
-            if (id < tm * tn) {
-                const int im = id / tn, in = id % tn;
-                const long m0 = mu * im / tm * MR, m1 = min_l(g->M, mu * (im + 1) / tm * MR);
-                const long n0 = nu * in / tn * NR, n1 = min_l(g->N, nu * (in + 1) / tn * NR);
-                if (gemm_rect(g, m0, m1, n0, n1)) {
-#pragma omp atomic write
-                    status = -1;
-                }
-            }
-        }
-        return status;
-    }
-#endif
-    return gemm_rect(g, 0, g->M, 0, g->N);
+    if (t <= 1) return gemm_rect(g, 0, g->M, 0, g->N);
+    gemm_job job = {g, 1, 1, mu, nu, 0};
+    choose_grid(g, t, &job.tm, &job.tn);
+    heli_parallel(job.tm * job.tn, gemm_task, &job, (int)t);
+    return job.status;
 }
 
 /* ------------------------------------------------------------------- API */
 
 /* out[0..7] = MR, NR, KC_MAX, MC_MAX, NC_MAX, vector width, ISA id
- * (0 portable, 1 avx2, 2 avx512), whether OpenMP is on. */
+ * (0 portable, 1 avx2, 2 avx512), whether it runs threads (always: on
+ * Heli's pool). */
 HELI_EXPORT void heli_sgemm_config(long *out) {
     out[0] = MR;
     out[1] = NR;
@@ -717,11 +741,7 @@ HELI_EXPORT void heli_sgemm_config(long *out) {
     out[4] = NC_MAX;
     out[5] = VW;
     out[6] = HELI_ISA_ID;
-#ifdef _OPENMP
     out[7] = 1;
-#else
-    out[7] = 0;
-#endif
 }
 
 /* Floats needed by heli_sgemm_pack_b for a K x N op(B). */
