@@ -3,7 +3,8 @@
 For each model: import the ONNX file, optimize it, compile it for the
 target, run it on a real input (a rendered line of text) and print the
 outputs next to ONNX Runtime's, with the largest absolute difference.
-Then the direction classifier again, quantized to int8 with calibration on
+Then the recognition model compiled to C for the ``cpu`` target, with its
+latency next to ONNX Runtime's; then the direction classifier again, quantized to int8 with calibration on
 rendered text, on the reference NPU (with fallback to ``ref``): cycles, MAC
 utilization, the NPU's share of the MACs and agreement with the float model.
 
@@ -76,7 +77,48 @@ def main() -> None:
     print(f"   pixels marked as text (p > 0.3): heli {(ours > 0.3).sum()}, "
           f"onnxruntime {(theirs > 0.3).sum()}")
 
+    cpu_section(rec, line, chars)
     npu_section()
+
+
+def median_ms(run, feeds: dict, runs: int = 20) -> float:
+    run(feeds)  # warm-up
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        run(feeds)
+        times.append(time.perf_counter() - start)
+    return 1e3 * float(np.median(times))
+
+
+def cpu_section(rec, line: np.ndarray, chars: list[str]) -> None:
+    """The recognition model compiled to C for the `cpu` target, timed next to ORT.
+
+    A quick in-process look (median of 20 runs, 2 threads each); bench/cpu_vs_ort.py
+    is the careful measurement (separate processes, alternating rounds).
+    """
+    import warnings
+
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", heli.FallbackWarning)
+        model = heli.compile(str(rec), target="cpu", input_shapes={"x": line.shape})
+    compile_s = time.perf_counter() - start
+    ours = model.run({"x": line})[model.output_names[0]]
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 2
+    session = ort.InferenceSession(str(rec), options, providers=["CPUExecutionProvider"])
+    theirs = session.run(None, {"x": line})[0]
+    (spec,) = model.specializations.values()
+    placed = ", ".join(f"{t}: {n}" for t, n in spec.placement.counts().items())
+    heli_ms = median_ms(model.run, {"x": line})
+    ort_ms = median_ms(lambda f: session.run(None, f), {"x": line})
+    print(f"\n== PP-OCRv4 recognition compiled to C for target 'cpu' "
+          f"(compile {compile_s:.1f} s; placement {placed})")
+    print(f"   max abs diff vs ONNX Runtime: {float(np.max(np.abs(ours - theirs))):.3g}; "
+          f"text read: {ctc_decode(ours, chars)[0]!r}")
+    print(f"   latency (median of 20, 2 threads): heli cpu {heli_ms:.1f} ms, "
+          f"onnxruntime {ort_ms:.1f} ms, ratio {heli_ms / ort_ms:.2f}")
 
 
 CALIB_WORDS = ("invoice", "total", "Heli", "compiler", "2024-06-01", "many chips", "OCR line",
