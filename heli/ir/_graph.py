@@ -15,23 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from heli._replace import Replaceable
 from heli.ir._types import TensorType, Type
 
 if TYPE_CHECKING:
     from heli.ir._ops import OpDef
 
 
-class _Replaceable:
-    def replace(self, **changes: Any):
-        """A copy with ``changes`` applied; unknown field names are an error."""
-        known = {f.name for f in dataclasses.fields(self)}  # type: ignore[arg-type]
-        unknown = sorted(set(changes) - known)
-        if unknown:
-            raise TypeError(
-                f"{type(self).__name__}.replace() got unknown field(s) {unknown!r}; "
-                f"the fields are {sorted(known)!r}."
-            )
-        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+_Replaceable = Replaceable
 
 
 def freeze(mapping: Mapping[str, Any] | None) -> Mapping[str, Any]:

@@ -26,23 +26,15 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 from heli._errors import HeliError
+from heli._replace import Replaceable
 
 
 class KernelError(HeliError):
     """A malformed kernel or an impossible schedule (a Heli bug or a bad request)."""
 
 
-class _Node:
-    def replace(self, **changes: Any):
-        """A copy with ``changes`` applied; unknown field names are an error."""
-        known = {f.name for f in dataclasses.fields(self)}  # type: ignore[arg-type]
-        unknown = sorted(set(changes) - known)
-        if unknown:
-            raise TypeError(
-                f"{type(self).__name__}.replace() got unknown field(s) {unknown!r}; "
-                f"the fields are {sorted(known)!r}."
-            )
-        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+class _Node(Replaceable):
+    """Base of kernel IR nodes."""
 
 
 def _tuple_fields(obj: Any, *names: str) -> None:
