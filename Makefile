@@ -12,22 +12,27 @@ JOBS   ?= 2
 
 all: test
 
-$(STAMP): pyproject.toml requirements/lock.txt
+$(STAMP): pyproject.toml requirements/lock.txt examples/heli-target-opencl/pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@echo "Installing pinned dependencies into $(VENV) (first run only)..."
 	# torch first, from its CPU wheel, so nothing can pull a CUDA build.
 	$(PY) -m pip install --quiet --disable-pip-version-check torch==2.13.0
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements/lock.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	# The out-of-tree OpenCL plugin, installed the way a vendor's package would be.
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e examples/heli-target-opencl
 	@touch $(STAMP)
 
 venv: $(STAMP)
 
-# System tools the tests use: Verilator lints the NPU's generated Verilog
-# (Debian's package; we run as root). Quiet, and a no-op once installed.
+# System tools the tests use: Verilator lints the NPU's generated Verilog,
+# PoCL is the CPU OpenCL driver of examples/heli-target-opencl (Debian's
+# packages; we run as root). Quiet, and a no-op once installed.
 tools:
 	@command -v verilator >/dev/null || (apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq verilator >/dev/null)
+	@dpkg -s pocl-opencl-icd >/dev/null 2>&1 || (apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pocl-opencl-icd >/dev/null)
 
 demo: $(STAMP)
 	$(PY) examples/demo.py --target ref
