@@ -4,9 +4,10 @@ For each model: import the ONNX file, optimize it, compile it for the
 target, run it on a real input (a rendered line of text) and print the
 outputs next to ONNX Runtime's, with the largest absolute difference.
 Then the recognition model compiled to C for the ``cpu`` target, with its
-latency next to ONNX Runtime's; then the direction classifier again, quantized to int8 with calibration on
-rendered text, on the reference NPU (with fallback to ``ref``): cycles, MAC
-utilization, the NPU's share of the MACs and agreement with the float model.
+latency next to ONNX Runtime's; then the direction classifier again,
+quantized to int8 with calibration on rendered text, on the reference NPU
+(with fallback to ``ref``): cycles, MAC utilization, the NPU's share of the
+MACs and agreement with the float model.
 
     python examples/demo.py [--target ref]
 """

@@ -16,6 +16,7 @@ from heli.passes._dce import DeadCodeElimination
 from heli.passes._fusion import Fusion, FusionRules
 from heli.passes._pass import Pass, PassManager, PassRecord
 from heli.passes._qdq_to_int import QdqToInt
+from heli.passes._recognize import Recognize
 from heli.passes._shape_inference import ShapeInference
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "PassManager",
     "PassRecord",
     "QdqToInt",
+    "Recognize",
     "ShapeInference",
     "all_passes",
     "default_pipeline",
@@ -41,6 +43,7 @@ def default_pipeline(input_types: Mapping[str, Type] | None = None) -> list[Pass
         ShapeInference(dict(input_types or {})),
         ConstantFolding(),
         Canonicalize(),
+        Recognize(),
         CommonSubexpressionElimination(),
         ConstantFolding(),
         DeadCodeElimination(),
@@ -49,5 +52,5 @@ def default_pipeline(input_types: Mapping[str, Type] | None = None) -> list[Pass
 
 def all_passes() -> list[type[Pass]]:
     """Every pass class, for ``heli passes``."""
-    return [ShapeInference, ConstantFolding, Canonicalize, CommonSubexpressionElimination,
-            DeadCodeElimination]
+    return [ShapeInference, ConstantFolding, Canonicalize, Recognize,
+            CommonSubexpressionElimination, DeadCodeElimination]
