@@ -111,10 +111,13 @@ class _Matcher:
             return None
         return readers[0]
 
-    def tail(self, anchor: Node, allow_pool: bool, allow_bias: bool = False):
+    def tail(self, anchor: Node, allow_pool: bool, allow_bias: bool = False,
+             channels: int | None = None):
         """Follow ``anchor`` → [Add of a constant] → [Relu | Clip] → [MaxPool]
         → QuantizeLinear; the constant (a bias, per output channel or one
-        value) is returned as ``addend``, 1-D."""
+        value) is returned as ``addend``, 1-D.  With ``channels``, the
+        QuantizeLinear may also be symmetric per channel of the last axis
+        (``channels`` scales, zero point 0; then the scale is returned 1-D)."""
         skipped, act, pool, addend = [], None, None, None
         node = self.single_reader(anchor.outputs[0])
         if allow_bias and node is not None and node.op.name == "Add" and not node.op.domain:
@@ -145,8 +148,17 @@ class _Matcher:
             return None
         scale = self.const(node.inputs[1])
         zp = self.const(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] else None
-        if scale is None or scale.ndim != 0 or zp is None or zp.dtype != np.int8 or \
-                zp.ndim != 0 or node.attr("block_size"):
+        if scale is None or zp is None or zp.dtype != np.int8 or node.attr("block_size"):
+            return None
+        if scale.ndim == 1 and channels is not None and act in (None, ("Relu", None, None)):
+            shape = node.inputs[0].type.shape if isinstance(node.inputs[0].type, TensorType) \
+                else None
+            axis = node.attr("axis")
+            if shape is None or scale.shape != (channels,) or zp.shape != (channels,) or \
+                    np.any(zp != 0) or axis not in (-1, len(shape) - 1) or pool is not None:
+                return None
+            return node, scale, 0, act, pool, skipped, addend
+        if scale.ndim != 0 or zp.ndim != 0:
             return None
         return node, float(scale), int(zp), act, pool, skipped, addend
 
@@ -272,7 +284,8 @@ def _match_linear(m: _Matcher, node: Node) -> _Plan | None:
         axis = axis + m.const(dq_node.inputs[0]).ndim if axis < 0 else axis
         if axis != w_axis or w.scale.shape[0] != channels:
             return None
-    tail = m.tail(node, allow_pool=kind == "Conv", allow_bias=True)
+    tail = m.tail(node, allow_pool=kind == "Conv", allow_bias=True,
+                  channels=channels if kind != "Conv" else None)
     if tail is None:
         return None
     final, y_scale, y_zp, act, pool, skipped, addend = tail
@@ -287,8 +300,11 @@ def _match_linear(m: _Matcher, node: Node) -> _Plan | None:
         extra = np.clip(np.rint(addend / bias_scale), INT32_MIN, INT32_MAX).astype(np.int64)
         base = np.zeros(channels, np.int64) if bias is None else bias.astype(np.int64)
         bias = np.clip(base + extra, INT32_MIN, INT32_MAX).astype(np.int32)
-    mult, shift = _multipliers(acc_scale / np.float64(np.float32(y_scale)))
-    lo, hi = _clip_bounds(act, y_scale, y_zp)
+    # y_scale: one value, or one per channel (symmetric, zero point 0)
+    y_scales = np.asarray(y_scale, np.float32).astype(np.float64)
+    mult, shift = _multipliers(acc_scale / y_scales)
+    lo, hi = _clip_bounds(act, y_scale, y_zp) if y_scales.ndim == 0 else \
+        ((y_zp if act is not None else -128), 127)
     zp_name = "x_zero_point" if kind == "Conv" else "a_zero_point"
     attrs.update({zp_name: int(x.zero_point), "multiplier": tuple(mult), "shift": tuple(shift),
                   "y_zero_point": y_zp, "lo": lo, "hi": hi})

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from heli.ir._graph import Graph
 from heli.passes import DeadCodeElimination, PassManager, default_pipeline
 from heli.quant._calibrate import Calibrator, calibrate
+from heli.quant._calibrate import channel_outputs as linear_outputs
 from heli.quant._qdq import QuantizeQDQ
 
 
@@ -21,6 +22,8 @@ def quantize(
     optimize: bool = True,
     input_shapes: Mapping[str, Sequence[int]] | None = None,
     outputs: bool = False,
+    residual_adds: bool = True,
+    channel_outputs: bool | Callable[[str], bool] = False,
 ) -> Graph:
     """An int8 QDQ version of ``model`` calibrated on ``samples`` (feed dicts).
 
@@ -35,6 +38,12 @@ def quantize(
     Runtime's QDQ quantizer does: an integer backend then keeps whole chains
     of layers (and the elementwise functions between them, as lookup tables)
     in int8 instead of returning to float after each layer.
+    ``residual_adds=False`` leaves the residual Adds in float (in transformers
+    the residual stream has outlier channels that per-tensor int8 cannot
+    hold); ``channel_outputs=True`` quantizes the outputs of linear layers
+    (MatMul / Gemm with constant weights) symmetrically per channel (the last
+    axis), which a requantizing integer MatMul produces at no extra cost; a
+    predicate on the output's name picks some of them only.
     """
     graph = _as_graph(model)
     if optimize:
@@ -44,8 +53,13 @@ def quantize(
 
             input_types = bind_shapes(graph, {k: tuple(v) for k, v in input_shapes.items()})
         graph = PassManager(default_pipeline(input_types)).run(graph)
-    ranges = calibrate(graph, samples, calibrator, outputs=outputs)
-    graph = QuantizeQDQ(ranges, symmetric_activations, outputs).apply(graph)
+    per_channel: list[str] = []
+    if outputs and channel_outputs:
+        per_channel = [n for n in linear_outputs(graph)
+                       if channel_outputs is True or channel_outputs(n)]
+    ranges = calibrate(graph, samples, calibrator, outputs=outputs,
+                       residual_adds=residual_adds, per_channel=per_channel)
+    graph = QuantizeQDQ(ranges, symmetric_activations, outputs, residual_adds).apply(graph)
     return DeadCodeElimination().apply(graph)
 
 

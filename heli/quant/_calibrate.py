@@ -142,15 +142,30 @@ def _float_adds(graph: Graph) -> list[Node]:
     return found
 
 
-def quantized_outputs(graph: Graph) -> list[str]:
+def quantized_outputs(graph: Graph, residual_adds: bool = True) -> list[str]:
     """With ``outputs=True`` quantization: the values quantized after each
-    Conv / MatMul / Gemm and residual Add — its output, or, when that is read
-    only by a chain of Add-of-a-constant (a bias), Relu or Clip, the end of
-    that chain — except graph outputs."""
+    Conv / MatMul / Gemm and (with ``residual_adds``) residual Add — its
+    output, or, when that is read only by a chain of Add-of-a-constant (a
+    bias), Relu or Clip, the end of that chain — except graph outputs."""
+    return _chain_ends(graph, [*quantizable_nodes(graph),
+                               *(_float_adds(graph) if residual_adds else [])])
+
+
+def channel_outputs(graph: Graph) -> list[str]:
+    """The :func:`quantized_outputs` of MatMul / Gemm with constant weights
+    (linear layers): quantized per channel (the last axis) with
+    ``channel_outputs=True``, so that a few outlier channels (as in the FFN
+    outputs of BERT-like transformers) do not coarsen the scale of all others."""
+    linear = [n for n in quantizable_nodes(graph) if n.op.name in ("MatMul", "Gemm")
+              and n.inputs[1].name in graph.constants]
+    return _chain_ends(graph, linear)
+
+
+def _chain_ends(graph: Graph, nodes: list[Node]) -> list[str]:
     users = graph.users()
     graph_outputs = {v.name for v in graph.outputs}
     names: list[str] = []
-    for node in [*quantizable_nodes(graph), *_float_adds(graph)]:
+    for node in nodes:
         value = node.outputs[0]
         if value is None:
             continue
@@ -172,18 +187,20 @@ def quantized_outputs(graph: Graph) -> list[str]:
     return names
 
 
-def activations_to_observe(graph: Graph, outputs: bool = False) -> list[str]:
+def activations_to_observe(graph: Graph, outputs: bool = False,
+                           residual_adds: bool = True) -> list[str]:
     """Names of the non-constant operands of the quantizable nodes, in order
-    (with ``outputs``, also :func:`quantized_outputs` and the operands of
-    residual Adds)."""
+    (with ``outputs``, also :func:`quantized_outputs` and, with
+    ``residual_adds``, the operands of residual Adds)."""
     names: list[str] = []
-    nodes = [*quantizable_nodes(graph), *(_float_adds(graph) if outputs else [])]
+    adds = _float_adds(graph) if outputs and residual_adds else []
+    nodes = [*quantizable_nodes(graph), *adds]
     for node in nodes:
         for value in node.inputs[:2]:
             if value.name not in graph.constants and value.name not in names:
                 names.append(value.name)
     if outputs:
-        names += [n for n in quantized_outputs(graph) if n not in names]
+        names += [n for n in quantized_outputs(graph, residual_adds) if n not in names]
     return names
 
 
@@ -193,11 +210,18 @@ def calibrate(
     calibrator: str | Calibrator = "minmax",
     names: Sequence[str] | None = None,
     outputs: bool = False,
-) -> dict[str, tuple[float, float]]:
+    residual_adds: bool = True,
+    per_channel: Sequence[str] = (),
+) -> dict[str, tuple]:
     """Run ``graph`` on each feed of ``samples`` (on ``ref``) and return the
-    range of each tensor in ``names`` (default: :func:`activations_to_observe`)."""
+    range of each tensor in ``names`` (default: :func:`activations_to_observe`):
+    ``(low, high)`` floats, or for the names in ``per_channel`` the smallest and
+    largest value of each channel of the last axis, as two float64 arrays."""
     calib = make_calibrator(calibrator)
-    names = list(activations_to_observe(graph, outputs) if names is None else names)
+    names = list(activations_to_observe(graph, outputs, residual_adds) if names is None
+                 else names)
+    channels = {n: ChannelMinMax() for n in per_channel}
+    names += [n for n in channels if n not in names]
     values = graph.values()
     missing = [n for n in names if n not in values]
     if missing:
@@ -215,8 +239,31 @@ def calibrate(
                 f"inputs are {input_names!r}."
             )
         for name, array in zip(names, runner.run(feeds), strict=True):
-            calib.observe(name, array)
+            if name in channels:
+                channels[name].observe(array)
+            else:
+                calib.observe(name, array)
         count += 1
     if count == 0:
         raise InputError("There are no calibration samples.")
-    return calib.ranges()
+    result: dict[str, tuple] = dict(calib.ranges())
+    result.update({n: c.range() for n, c in channels.items() if c.low is not None})
+    return result
+
+
+class ChannelMinMax:
+    """The smallest and largest value of each channel (the last axis)."""
+
+    def __init__(self) -> None:
+        self.low: np.ndarray | None = None
+        self.high: np.ndarray | None = None
+
+    def observe(self, array: np.ndarray) -> None:
+        flat = np.asarray(array, np.float64).reshape(-1, array.shape[-1])
+        flat = np.where(np.isfinite(flat), flat, 0.0)
+        low, high = flat.min(axis=0), flat.max(axis=0)
+        self.low = low if self.low is None else np.minimum(self.low, low)
+        self.high = high if self.high is None else np.maximum(self.high, high)
+
+    def range(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.low, self.high

@@ -57,6 +57,14 @@ def activation_qparams(low: float, high: float, symmetric: bool = False) -> QPar
     return QParams(np.array(scale, np.float32), np.array(zero_point, np.int8))
 
 
+def channel_qparams(low: np.ndarray, high: np.ndarray, axis: int) -> QParams:
+    """Symmetric int8 parameters per channel (zero point 0) of the ranges
+    ``[low[c], high[c]]``: ``scale[c] = max(|low[c]|, |high[c]|) / 127``."""
+    bound = np.maximum(np.abs(low), np.abs(high)).astype(np.float64)
+    scale = np.where(bound > 0, bound / INT8_MAX, 1.0).astype(np.float32)
+    return QParams(scale, np.zeros(scale.shape, np.int8), axis)
+
+
 def weight_qparams(weight: np.ndarray, axis: int) -> QParams:
     """Per-channel symmetric int8 parameters of ``weight`` along ``axis``."""
     others = tuple(i for i in range(weight.ndim) if i != axis)
@@ -102,11 +110,14 @@ class QuantizeQDQ(Pass):
     #: fused bias / Relu / Clip) for all their readers, and the operands of
     #: residual Adds (see :func:`heli.quant.quantize`)
     outputs: bool = False
+    #: with ``outputs``: also quantize residual Adds (their operands and output)
+    residual_adds: bool = True
 
     def apply(self, graph: Graph) -> Graph:
         targets = {id(n) for n in quantizable_nodes(graph)}
-        adds = {id(n) for n in _float_adds(graph)} if self.outputs else set()
-        after = set(quantized_outputs(graph)) if self.outputs else set()
+        adds = {id(n) for n in _float_adds(graph)} if self.outputs and self.residual_adds \
+            else set()
+        after = set(quantized_outputs(graph, self.residual_adds)) if self.outputs else set()
         if not targets and not adds:
             return graph
         cache: dict[str, Value] = {}  # activation name → its DequantizeLinear output
@@ -182,12 +193,18 @@ class QuantizeQDQ(Pass):
         else:
             raise InputError(f"No calibrated range for the tensor {name!r}; calibrate "
                              "the graph that is being quantized.")
-        params = activation_qparams(low, high, self.symmetric_activations)
+        attrs = {}
+        if np.ndim(low):   # a range per channel (the last axis): symmetric per channel
+            rank = len(value.type.shape)
+            params = channel_qparams(np.asarray(low), np.asarray(high), rank - 1)
+            attrs = {"axis": rank - 1}
+        else:
+            params = activation_qparams(low, high, self.symmetric_activations)
         scale = b.add_constant(params.scale, b.fresh_name(f"{value.name}_scale"))
         zero_point = b.add_constant(params.zero_point, b.fresh_name(f"{value.name}_zero_point"))
-        (q,) = b.add_node("QuantizeLinear", [value, scale, zero_point],
+        (q,) = b.add_node("QuantizeLinear", [value, scale, zero_point], attrs,
                           output_names=[b.fresh_name(f"{value.name}_quantized")])
-        (dq,) = b.add_node("DequantizeLinear", [q, scale, zero_point],
+        (dq,) = b.add_node("DequantizeLinear", [q, scale, zero_point], attrs,
                            output_names=[b.fresh_name(f"{value.name}_dequantized")])
         cache[name], scales[name] = dq, params
         return dq, params
