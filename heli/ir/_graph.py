@@ -129,6 +129,18 @@ class Graph(_Replaceable):
             found.setdefault(v.name, v)
         return found
 
+    def use_counts(self) -> dict[str, int]:
+        """How often each value is read by a node of this graph; a graph
+        output counts as one more read (a use no rewrite may absorb)."""
+        counts: dict[str, int] = {}
+        for node in self.nodes:
+            for value in node.inputs:
+                if value is not None:
+                    counts[value.name] = counts.get(value.name, 0) + 1
+        for value in self.outputs:
+            counts[value.name] = counts.get(value.name, 0) + 1
+        return counts
+
     def walk(self) -> Iterator[Node]:
         """Every node, including those in subgraphs, depth first."""
         for node in self.nodes:

@@ -152,13 +152,7 @@ class Canonicalize(Pass):
 
     def apply(self, graph: Graph) -> Graph:
         producers = graph.producers()
-        use_count: dict[str, int] = {}
-        for node in graph.nodes:
-            for value in node.inputs:
-                if value is not None:
-                    use_count[value.name] = use_count.get(value.name, 0) + 1
-        for value in graph.outputs:  # a graph output is a use the pass cannot see
-            use_count[value.name] = use_count.get(value.name, 0) + 1
+        use_count = graph.use_counts()
 
         def visit(builder: GraphBuilder, node: Node, inputs: list[Value | None]):
             rewrite = REWRITES.get(node.op.name) if not node.op.domain else None

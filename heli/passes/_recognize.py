@@ -236,13 +236,7 @@ class Recognize(Pass):
 
     def apply(self, graph: Graph) -> Graph:
         producers = graph.producers()
-        use_count: dict[str, int] = {}
-        for node in graph.nodes:
-            for value in node.inputs:
-                if value is not None:
-                    use_count[value.name] = use_count.get(value.name, 0) + 1
-        for value in graph.outputs:  # a graph output is a use the chain cannot absorb
-            use_count[value.name] = use_count.get(value.name, 0) + 1
+        use_count = graph.use_counts()
         if not any(n.op.name in ("Erf", "ReduceMean") and not n.op.domain for n in graph.nodes):
             return graph  # nothing to recognize: skip the rebuild
         changed = False
