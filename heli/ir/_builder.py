@@ -274,32 +274,32 @@ def _is_sequence_of(value: Any, kinds: tuple[type, ...]) -> bool:
     return isinstance(value, tuple | list) and all(isinstance(v, kinds) for v in value)
 
 
+# The Python classes an attribute value of each kind may have: one value for
+# the scalar kinds, a sequence of them for the list kinds.
+_SCALAR_FORMS: dict[AttrType, Any] = {
+    AttrType.INT: _INTEGER,
+    AttrType.FLOAT: _NUMBER,
+    AttrType.STRING: str,
+    AttrType.TENSOR: (np.ndarray, np.generic),
+    AttrType.GRAPH: Graph,
+    AttrType.TYPE: Type,
+}
+_SEQUENCE_FORMS: dict[AttrType, Any] = {
+    AttrType.INTS: _INTEGER,
+    AttrType.FLOATS: _NUMBER,
+    AttrType.STRINGS: (str,),
+    AttrType.TENSORS: (np.ndarray, np.generic),
+    AttrType.GRAPHS: (Graph,),
+    AttrType.TYPES: (Type,),
+}
+
+
 def _attr_fits(kind: AttrType, value: Any) -> bool:
     """Whether ``value`` has the Python form of an attribute of ``kind``."""
-    if kind is AttrType.INT:
-        return isinstance(value, _INTEGER)
-    if kind is AttrType.FLOAT:
-        return isinstance(value, _NUMBER)
-    if kind is AttrType.STRING:
-        return isinstance(value, str)
-    if kind is AttrType.TENSOR:
-        return isinstance(value, np.ndarray | np.generic)
-    if kind is AttrType.GRAPH:
-        return isinstance(value, Graph)
-    if kind is AttrType.TYPE:
-        return isinstance(value, Type)
-    if kind is AttrType.INTS:
-        return _is_sequence_of(value, _INTEGER)
-    if kind is AttrType.FLOATS:
-        return _is_sequence_of(value, _NUMBER)
-    if kind is AttrType.STRINGS:
-        return _is_sequence_of(value, (str,))
-    if kind is AttrType.TENSORS:
-        return _is_sequence_of(value, (np.ndarray, np.generic))
-    if kind is AttrType.GRAPHS:
-        return _is_sequence_of(value, (Graph,))
-    if kind is AttrType.TYPES:
-        return _is_sequence_of(value, (Type,))
+    if kind in _SCALAR_FORMS:
+        return isinstance(value, _SCALAR_FORMS[kind])
+    if kind in _SEQUENCE_FORMS:
+        return _is_sequence_of(value, _SEQUENCE_FORMS[kind])
     return True
 
 

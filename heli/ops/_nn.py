@@ -444,6 +444,13 @@ _CONV_ATTRS = {
 }
 
 
+def _checked_group(ctx: InferContext) -> int:
+    group = ctx.attrs["group"]
+    if group < 1:
+        raise ctx.error(f"group {group!r} should be at least 1.")
+    return group
+
+
 def _conv_infer(ctx: InferContext) -> list[Type | None]:
     x, w = tensor_input(ctx, 0), tensor_input(ctx, 1)
     if x is None:
@@ -455,9 +462,7 @@ def _conv_infer(ctx: InferContext) -> list[Type | None]:
     _check_rank(ctx, rank)
     if xs is not None and ws is not None and len(xs) != len(ws):
         raise ctx.error(f"input X has rank {len(xs)} but the weight W has rank {len(ws)}.")
-    group = ctx.attrs["group"]
-    if group < 1:
-        raise ctx.error(f"group {group!r} should be at least 1.")
+    group = _checked_group(ctx)
     if xs is not None and ws is not None and isinstance(ws[1], int) and not _same_dim(
             xs[1], ws[1] * group):
         raise ctx.error(f"input X has {xs[1]} channels but the weight W expects "
@@ -543,9 +548,7 @@ def _conv_transpose_infer(ctx: InferContext) -> list[Type | None]:
     if rank is None:
         return [TensorType(x.dtype, None)]
     _check_rank(ctx, rank)
-    group = ctx.attrs["group"]
-    if group < 1:
-        raise ctx.error(f"group {group!r} should be at least 1.")
+    group = _checked_group(ctx)
     if xs is not None and ws is not None and not _same_dim(xs[1], ws[0]):
         raise ctx.error(f"input X has {xs[1]} channels but the weight W has {ws[0]} "
                         f"input channels.")
