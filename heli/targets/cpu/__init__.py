@@ -135,6 +135,35 @@ def _pool(node: Node) -> Support:
     return SUPPORTED
 
 
+def _conv_transpose(node: Node) -> Support:
+    answer = _all_f32(node)
+    if not answer:
+        return answer
+    from heli.targets.cpu._convs import conv_transpose_supported
+
+    reason = conv_transpose_supported(node)
+    return SUPPORTED if reason is None else Support(False, reason)
+
+
+def _batch_norm(node: Node) -> Support:
+    answer = _all_f32(node)
+    if not answer:
+        return answer
+    if any(o is not None for o in node.outputs[1:]) or node.attr("training_mode"):
+        return Support(False, "training-mode BatchNormalization runs on ref")
+    return SUPPORTED  # non-constant parameters run through numpy on cpu
+
+
+def _resize(node: Node) -> Support:
+    for v in (node.inputs[0], node.outputs[0]):
+        if not _is_f32(v):
+            return Support(False, f"the cpu target runs float32 tensors of static shape only "
+                                  f"({v.name!r} is {v.type})")
+    if node.attr("mode") != "nearest":
+        return Support(False, f"Resize mode {node.attr('mode')!r} runs on ref")
+    return SUPPORTED  # non-constant scales or sizes run through numpy on cpu
+
+
 def _host(node: Node) -> Support:
     if node.op.wants_ctx:
         return Support(False, "this data-movement op needs the ref executor")
@@ -146,6 +175,7 @@ CAPABILITIES: dict[str, Callable[[Node], Support]] = {
     "Conv": _conv, "MatMul": _matmul, "Gemm": _check_gemm,
     "Softmax": _softmax, "LayerNormalization": _layer_norm, "ReduceMean": _reduce_mean,
     "GlobalAveragePool": _global_pool, "MaxPool": _pool, "AveragePool": _pool,
+    "ConvTranspose": _conv_transpose, "BatchNormalization": _batch_norm, "Resize": _resize,
 }
 
 
@@ -156,6 +186,10 @@ def _capabilities() -> dict[str, Callable[[Node], Support]]:
     table.update({name: _elementwise for name in ELEMENTWISE_OPS})
     table.update({name: _host for name in HOST_OPS})
     return table
+
+
+#: ``HELI_PROFILE=1``: time every step by kind, print a table at exit (see ``_profile``).
+_PROFILE = os.environ.get("HELI_PROFILE", "") not in ("", "0")
 
 
 @functools.lru_cache(maxsize=8)
@@ -173,13 +207,28 @@ class CpuExecutable(Executable):
         self._outputs = [v.name for v in graph.outputs]
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        env = dict(self._constants)
-        env.update(feeds)
+        if _PROFILE:
+            return self._run_profiled(feeds)
+        env = self._begin(feeds)
         for step, frees in self._steps:
             step(env)
             for name in frees:
                 env.pop(name, None)
+        return self._finish(env)
+
+    def _begin(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        env = dict(self._constants)
+        env.update(feeds)
+        return env
+
+    def _finish(self, env: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {name: env[name] for name in self._outputs}
+
+    def _run_profiled(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """:meth:`run`, timing each step by its kind (``HELI_PROFILE=1``)."""
+        from heli.targets.cpu._profile import PROFILE
+
+        return PROFILE.run(self, feeds)
 
     def serialize(self) -> bytes:
         """The libraries, the fused graph and its constants (see ``_artifact``)."""

@@ -23,6 +23,7 @@ import numpy as np
 
 from heli._errors import ExecutionError
 from heli.ir._graph import Graph, Node, Value
+from heli.ir._ops import ExecContext
 from heli.kernel import (
     Kernel,
     content_name,
@@ -33,7 +34,7 @@ from heli.kernel import (
     render_module,
 )
 from heli.ops._nn import resolve_window, window_attrs
-from heli.targets.cpu import _gemm, _toolchain
+from heli.targets.cpu import _convs, _gemm, _toolchain
 from heli.targets.cpu._templates import TEMPLATES
 
 F32 = np.dtype(np.float32)
@@ -87,6 +88,7 @@ class ModuleBuilder:
         self.kernels: dict[str, Kernel] = {}
         self.makers: list[Maker] = []
         self.constants = graph.constants
+        self.sources: dict[str, str] = {}  # extra C functions by name (conv epilogues)
 
     # -- helpers -------------------------------------------------------
     def const(self, value: Value | None) -> np.ndarray | None:
@@ -100,7 +102,8 @@ class ModuleBuilder:
         return named.name
 
     def source(self) -> str:
-        return render_module(list(self.kernels.values()), extra=TEMPLATES)
+        extra = "\n".join([TEMPLATES, *self.sources.values()])
+        return render_module(list(self.kernels.values()), extra=extra)
 
     def build(self) -> list[Step]:
         lib = _toolchain.compile_library(self.source(), name=f"model-{self.graph.name}")
@@ -251,6 +254,9 @@ class ModuleBuilder:
         return make
 
     def _conv(self, node: Node, body: Graph | None) -> Maker:
+        direct = _convs.conv_step(self, node, body)  # direct / depthwise kernels
+        if direct is not None:
+            return direct
         x_shape, w_shape = _shape(node.inputs[0]), _shape(node.inputs[1])
         out_shape = _shape(node.outputs[0])
         n, c, h, w = x_shape
@@ -573,6 +579,9 @@ def _host_step(node: Node) -> Maker:
     ins = [v.name if v is not None else None for v in node.inputs]
     outs = [v.name if v is not None else None for v in node.outputs]
     reference = node.op.reference
+    if node.op.wants_ctx:  # e.g. BatchNormalization, which asks how many outputs are used
+        attrs["ctx"] = ExecContext(node.name, len(outs), tuple(
+            o.type if o is not None else None for o in node.outputs), _no_subgraphs, {})
 
     def make(lib: ctypes.CDLL) -> Step:
         def step(env: Env) -> None:
@@ -583,6 +592,10 @@ def _host_step(node: Node) -> Maker:
                     env[n] = r
         return step
     return make
+
+
+def _no_subgraphs(graph: Graph, inputs: object) -> list:
+    raise AssertionError("a host step of the cpu target has no subgraph to run")
 
 
 #: Ops that only move or select data, run through their numpy semantics
@@ -607,4 +620,7 @@ _HANDLERS: dict[str, Callable[[ModuleBuilder, Node], Maker]] = {
     "GlobalAveragePool": ModuleBuilder.row_mean,
     "MaxPool": ModuleBuilder.pool,
     "AveragePool": ModuleBuilder.pool,
+    "ConvTranspose": _convs.conv_transpose_step,
+    "BatchNormalization": lambda b, n: _convs.batch_norm_step(b, n) or _host_step(n),
+    "Resize": lambda b, n: _convs.resize_step(b, n) or _host_step(n),
 }

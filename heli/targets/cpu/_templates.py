@@ -3,7 +3,10 @@ im2col for convolutions through SGEMM, direct depthwise convolution (bias
 and clamp fused), and 2-D max/average pooling.  Layout: NCHW, float32,
 contiguous.  Each runs its outer loop as tasks on Heli's thread pool
 (``heli_parallel``, declared by the C prelude), in chunks fixed by the
-problem's size (:c:func:`heli_tasks`)."""
+problem's size (:c:func:`heli_tasks`).  The convolution kernels of
+``kernels/conv.c`` (see ``_convs.py``) follow them."""
+
+from pathlib import Path
 
 TEMPLATES = r"""
 #define HELI_EXPORT __attribute__((visibility("default")))
@@ -197,3 +200,5 @@ HELI_EXPORT void heli_pool2d(const float *restrict x, float *restrict y, long NC
     heli_parallel(a.tasks, heli_pool_task, &a, nthreads);
 }
 """
+
+TEMPLATES += (Path(__file__).with_name("kernels") / "conv.c").read_text()

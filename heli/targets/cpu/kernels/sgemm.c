@@ -36,6 +36,7 @@
  * time.  The packed layout depends only on N, K and the build (NR, KC).
  *
  * beta == 0 means C is not read (BLAS convention: NaNs in C are ignored).
+ * On x86, subnormal inputs and results are flushed to zero (see gemm_rect).
  */
 
 #include <math.h>
@@ -43,6 +44,9 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__SSE__) || defined(__x86_64__)
+#include <xmmintrin.h> /* _mm_getcsr / _mm_setcsr: subnormals flushed (gemm_rect) */
+#endif
 
 /* threadpool.h (heli_parallel) is put in front of this file by _gemm.py. */
 
@@ -585,7 +589,7 @@ static inline int reads_a_in_place(const gemm_args *g, long n) {
 
 /* C[m0:m1, n0:n1] on one thread; n0 is a multiple of NR (for packed B).
  * Returns 0, or -1 when scratch memory could not be allocated. */
-static int gemm_rect(const gemm_args *g, long m0, long m1, long n0, long n1) {
+static int gemm_rect_body(const gemm_args *g, long m0, long m1, long n0, long n1) {
     const long M = m1 - m0, K = g->K;
     if (M <= 0 || n1 <= n0) return 0;
     const int direct = reads_a_in_place(g, n1 - n0);
@@ -637,6 +641,25 @@ static int gemm_rect(const gemm_args *g, long m0, long m1, long n0, long n1) {
         }
     }
     return 0;
+}
+
+/* gemm_rect_body with subnormal floats flushed to zero (x86: MXCSR's FTZ and
+ * DAZ bits, set for this rectangle and restored after).  An operand full of
+ * subnormals (the tail of a softmax: exp of -90 and below) otherwise slows
+ * every multiply-add that touches one by a microcode assist, about 25x for
+ * a whole GEMM; flushing changes results by less than FLT_MIN (1.2e-38)
+ * per value.  Every task sets the same mode, so the thread count still does
+ * not change any result. */
+static int gemm_rect(const gemm_args *g, long m0, long m1, long n0, long n1) {
+#if defined(__SSE__) || defined(__x86_64__)
+    const unsigned int csr = _mm_getcsr();
+    _mm_setcsr(csr | 0x8040u); /* FTZ (bit 15) | DAZ (bit 6) */
+    const int status = gemm_rect_body(g, m0, m1, n0, n1);
+    _mm_setcsr(csr);
+    return status;
+#else
+    return gemm_rect_body(g, m0, m1, n0, n1);
+#endif
 }
 
 /* K == 0: C = act(beta * C + bias). */

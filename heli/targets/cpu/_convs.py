@@ -1,0 +1,557 @@
+"""Convolution-family steps of the cpu target (kernels in ``kernels/conv.c``).
+
+* **Direct convolution** (groups of 1, any kernel, stride, dilation and
+  padding): the input is copied once into a zero-padded, stride-phase-split
+  buffer, and a register-tiled kernel reads it in place through a table of
+  per-tap offsets (no im2col matrix, which for a 3x3 kernel is 9 times the
+  input).  Weights are packed at compile time.
+* **Depthwise convolution**: all taps of a row of outputs accumulated in
+  vector registers, from a padded copy of one channel at a time.
+* Both fold what they can of the fused group that follows: a constant
+  per-channel (or scalar) ``Mul`` into the weights, ``Add``/``Sub`` into
+  the bias, ``Relu``/``Clip`` into a clamp, and the remaining elementwise
+  ops (HardSwish chains, a residual ``Add``...) into a generated C function
+  applied to each output row while it is in cache.
+* **ConvTranspose**: SGEMM into columns, then ``heli_col2im`` (bias included).
+* **BatchNormalization** (inference, constant parameters): one per-channel
+  affine pass.  **Resize** (nearest, constant scales/sizes): a gather
+  through an index map computed at compile time by the op's own reference
+  semantics on an image of indices.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from heli._errors import ExecutionError
+from heli.ir._graph import Graph, Node, Value
+from heli.kernel import SCALAR_RULES, Const, Expr, Load, Op, Var, render_expr
+from heli.ops._nn import conv_transpose_window, resolve_window, window_attrs
+from heli.targets.cpu import _gemm
+
+F32 = np.dtype(np.float32)
+Env = dict[str, np.ndarray]
+Step = Callable[[Env], None]
+Maker = Callable[[ctypes.CDLL], Step]
+
+_VOID, _LONG, _INT, _FLOAT = ctypes.c_void_p, ctypes.c_long, ctypes.c_int, ctypes.c_float
+
+MR = 6  # output channels per register tile (HCV_MR in conv.c)
+MAX_TILE = 64  # the widest pixel tile of any ISA build (HCV_NT), for buffer slack
+MAX_VL = 16
+
+
+def _f32(x: np.ndarray) -> np.ndarray:
+    if x.dtype == F32 and x.flags.c_contiguous:
+        return x
+    return np.ascontiguousarray(x, dtype=F32)
+
+
+def _shape(value: Value) -> tuple[int, ...]:
+    return tuple(value.tensor_type.shape)  # type: ignore[arg-type]
+
+
+def _bind(lib: ctypes.CDLL, name: str, argtypes: list) -> Callable[..., None]:
+    fn = getattr(lib, name)
+    fn.argtypes = argtypes
+    fn.restype = None
+    return fn
+
+
+# ------------------------------------------------------------------ geometry
+
+@dataclass(frozen=True)
+class Geometry:
+    """A 2-D convolution's window over one (prepared) input."""
+
+    c: int
+    h: int
+    w: int
+    kh: int
+    kw: int
+    sh: int
+    sw: int
+    dh: int
+    dw: int
+    pt: int
+    pl: int
+    oh: int
+    ow: int
+
+    @property
+    def hq(self) -> int:
+        rows = max((self.oh - 1) * self.sh + (self.kh - 1) * self.dh + 1, self.pt + self.h)
+        return -(-rows // self.sh)
+
+    @property
+    def wq(self) -> int:
+        cols = max((self.ow - 1) * self.sw + (self.kw - 1) * self.dw + 1, self.pl + self.w)
+        return -(-cols // self.sw)
+
+    @property
+    def plane(self) -> int:
+        return self.hq * self.wq
+
+    def offsets(self, channels: int) -> np.ndarray:
+        """Where tap (c, kh, kw) of output pixel 0 lies in the prepared buffer."""
+        off = []
+        for c in range(channels):
+            for i in range(self.kh):
+                for j in range(self.kw):
+                    ry, rx = i * self.dh, j * self.dw
+                    phase = (c * self.sh + ry % self.sh) * self.sw + rx % self.sw
+                    off.append(phase * self.plane + (ry // self.sh) * self.wq + rx // self.sw)
+        return np.asarray(off, np.int32)
+
+
+def conv_geometry(node: Node) -> Geometry:
+    n, c, h, w = _shape(node.inputs[0])
+    _, _, kh, kw = _shape(node.inputs[1])
+    _, _, oh, ow = _shape(node.outputs[0])
+    kernel, strides, dilations, pads = window_attrs(
+        2, node.attr("kernel_shape") or (kh, kw), node.attr("strides"), node.attr("dilations"),
+        node.attr("pads"))
+    begins, _, _ = resolve_window((h, w), kernel, strides, dilations, pads, node.attr("auto_pad"))
+    return Geometry(c, h, w, kh, kw, strides[0], strides[1], dilations[0], dilations[1],
+                    begins[0], begins[1], oh, ow)
+
+
+# ------------------------------------------------------------------ epilogue
+
+@dataclass
+class ConvEpilogue:
+    scale: np.ndarray | None  # per output channel, folded into the weights
+    bias: np.ndarray | None
+    act: int
+    lo: float
+    hi: float
+    rest: Graph | None  # remaining elementwise ops; inputs[0] is the folded result
+    result: Value  # what the step defines
+
+
+def _per_channel(array: np.ndarray, rank: int, channels: int) -> np.ndarray | None:
+    """``array`` as one value per channel (axis 1 of a rank-``rank`` result), if it is."""
+    shape = array.shape
+    if len(shape) > rank:
+        return None
+    full = (1,) * (rank - len(shape)) + tuple(shape)
+    if any(d != 1 for i, d in enumerate(full) if i != 1) or full[1] not in (1, channels):
+        return None
+    return np.broadcast_to(np.asarray(array, np.float64).reshape(-1), (channels,)).copy()
+
+
+def conv_epilogue(anchor: Node, body: Graph | None, consts: dict[str, np.ndarray],
+                  channels: int, fold_scale: bool) -> ConvEpilogue:
+    result = anchor.outputs[0]
+    rank = len(_shape(result))
+    rest = list(body.nodes[1:]) if body is not None else []
+    bias = None
+    if len(anchor.inputs) > 2 and anchor.inputs[2] is not None:
+        bias = np.asarray(consts[anchor.inputs[2].name], np.float64).reshape(-1).copy()
+    scale = None
+    act, lo, hi = 0, -math.inf, math.inf
+
+    def sole_reader(value: Value, node: Node) -> bool:
+        readers = [n for n in rest if any(v is not None and v.name == value.name
+                                          for v in n.inputs)]
+        return readers == [node] and sum(v is not None and v.name == value.name
+                                         for v in node.inputs) == 1
+
+    while rest and sole_reader(result, rest[0]):
+        node = rest[0]
+        if node.op.name not in ("Mul", "Add", "Sub"):
+            break
+        ours = 0 if node.inputs[0].name == result.name else 1
+        other = node.inputs[1 - ours]
+        c = consts.get(other.name)
+        per = _per_channel(c, rank, channels) if c is not None else None
+        if per is None or (node.op.name == "Sub" and ours == 1):
+            break
+        if node.op.name == "Mul":
+            if not fold_scale:
+                break
+            scale = per if scale is None else scale * per
+            bias = None if bias is None else bias * per
+        else:
+            per = -per if node.op.name == "Sub" else per
+            bias = per if bias is None else bias + per
+        result, rest = node.outputs[0], rest[1:]
+    if rest and rest[0].op.name in ("Relu", "Clip") and sole_reader(result, rest[0]):
+        node = rest[0]
+        if node.op.name == "Relu":
+            act, lo, result, rest = 1, 0.0, node.outputs[0], rest[1:]
+        else:
+            bounds = [consts.get(v.name) if v is not None else None for v in node.inputs[1:3]]
+            given = [v is not None for v in node.inputs[1:3]]
+            if all(b is not None or not g for b, g in zip(bounds, given, strict=False)):
+                lo = float(bounds[0]) if len(bounds) > 0 and bounds[0] is not None else lo
+                hi = float(bounds[1]) if len(bounds) > 1 and bounds[1] is not None else hi
+                act, result, rest = 1, node.outputs[0], rest[1:]
+    rest_body = None
+    if rest:
+        made = {o.name for n in rest for o in n.outputs}
+        ext: list[Value] = [result]
+        rest_consts = {}
+        for n in rest:
+            for v in n.inputs:
+                if v is None or v.name in made:
+                    continue
+                if v.name in consts:
+                    rest_consts[v.name] = consts[v.name]
+                elif all(e.name != v.name for e in ext):
+                    ext.append(v)
+        rest_body = Graph(tuple(ext), (rest[-1].outputs[0],), tuple(rest), rest_consts,
+                          name="epilogue")
+    final = body.outputs[0] if body is not None else result
+    return ConvEpilogue(_as_f32(scale), _as_f32(bias), act, lo, hi, rest_body, final)
+
+
+def _as_f32(a: np.ndarray | None) -> np.ndarray | None:
+    return None if a is None else np.ascontiguousarray(a, np.float32)
+
+
+@dataclass(frozen=True)
+class RowEpilogue:
+    """A generated C function over one output row (see ``heli_row_epi``)."""
+
+    name: str
+    source: str
+    params: np.ndarray  # per-channel constants, concatenated
+    residual: str | None  # the graph value read alongside (same shape as the output)
+
+
+def row_epilogue(rest: Graph, channels: int, out_shape: tuple[int, ...]) -> RowEpilogue | None:
+    """``rest`` as one C function of (y, res, c, n, params), if every operand is
+    the conv result, one tensor of the output's shape, or a constant that is
+    a scalar or per channel; else ``None``."""
+    if len(rest.outputs) != 1 or len(rest.inputs) > 2:
+        return None
+    residual = None
+    if len(rest.inputs) == 2:
+        if _shape(rest.inputs[1]) != tuple(out_shape):
+            return None
+        residual = rest.inputs[1].name
+    rank = len(out_shape)
+    exprs: dict[str, Expr] = {rest.inputs[0].name: Load("y", Var("i"))}
+    if residual is not None:
+        exprs[residual] = Load("res", Var("i"))
+    params: list[np.ndarray] = []
+    offset = 0
+    for name, array in rest.constants.items():
+        if array.size == 1:
+            exprs[name] = Const(float(np.asarray(array, np.float64).reshape(())))
+            continue
+        per = _per_channel(array, rank, channels)
+        if per is None:
+            return None
+        exprs[name] = Load("params", Op("add", (Var("c"), Const(offset, "i64"))))
+        params.append(per.astype(np.float32))
+        offset += channels
+    lines = []
+    for k, node in enumerate(rest.nodes):
+        rule = SCALAR_RULES.get(node.op.name)
+        if rule is None or node.op.domain or len(node.outputs) != 1:
+            return None
+        args = [exprs.get(v.name) if v is not None else None for v in node.inputs]
+        if any(a is None for a, v in zip(args, node.inputs, strict=True) if v is not None):
+            return None
+        consts = [rest.constants.get(v.name) if v is not None else None for v in node.inputs]
+        try:
+            expr = rule(node, args, consts)
+        except Exception:  # a rule that needs a constant operand it did not get
+            return None
+        lines.append(f"        const float t{k} = {render_expr(expr)};")
+        exprs[node.outputs[0].name] = Var(f"t{k}", "f32")
+    final = exprs[rest.outputs[0].name]
+    body = "\n".join(lines)
+    text = (f"(float *restrict y, const float *restrict res, long c, long n, "
+            f"const float *restrict params) {{\n"
+            f"    (void)res; (void)c; (void)params;\n"
+            f"    #pragma omp simd\n"
+            f"    for (long i = 0; i < n; ++i) {{\n{body}\n"
+            f"        y[i] = {render_expr(final)};\n    }}\n}}\n")
+    name = "heli_epi_" + hashlib.sha256(text.encode()).hexdigest()[:12]
+    source = f'__attribute__((visibility("default"))) void {name}{text}'
+    packed = np.concatenate(params) if params else np.zeros(1, np.float32)
+    return RowEpilogue(name, source, np.ascontiguousarray(packed, np.float32), residual)
+
+
+# ------------------------------------------------------------------ makers
+
+def _pack_weights(weight: np.ndarray) -> np.ndarray:
+    """(M, K) -> [ceil(M / MR)][K][MR], zero rows past M."""
+    m, k = weight.shape
+    nm = -(-m // MR)
+    padded = np.zeros((nm * MR, k), np.float32)
+    padded[:m] = weight
+    return np.ascontiguousarray(padded.reshape(nm, MR, k).transpose(0, 2, 1))
+
+
+def _epi_pointer(lib: ctypes.CDLL, epi: RowEpilogue | None) -> int | None:
+    if epi is None:
+        return None
+    return ctypes.cast(getattr(lib, epi.name), ctypes.c_void_p).value
+
+
+def conv_step(builder, node: Node, body: Graph | None) -> Maker | None:
+    """A maker for a Conv (and its fused group) on the direct or depthwise
+    kernels, or ``None`` for the im2col + SGEMM path."""
+    x_shape, w_shape = _shape(node.inputs[0]), _shape(node.inputs[1])
+    out_shape = _shape(node.outputs[0])
+    n, c = x_shape[:2]
+    m, cg, kh, kw = w_shape
+    group = node.attr("group") or 1
+    weight = builder.const(node.inputs[1])
+    if weight is None or len(x_shape) != 4:
+        return None
+    depthwise = group == c and m == c and cg == 1
+    geo = conv_geometry(node)
+    pointwise = (kh, kw) == (1, 1) and (geo.sh, geo.sw) == (1, 1) and \
+        (geo.pt, geo.pl, geo.oh, geo.ow) == (0, 0, geo.h, geo.w)
+    if not depthwise and (group != 1 or pointwise):
+        return None
+    consts = dict(builder.constants)
+    if body is not None:
+        consts.update(body.constants)
+    epi = conv_epilogue(node, body, consts, m, fold_scale=True)
+    row = row_epilogue(epi.rest, m, out_shape) if epi.rest is not None else None
+    if row is not None:
+        builder.sources[row.name] = row.source
+    w2 = np.asarray(weight, np.float32).reshape(m, -1)
+    if epi.scale is not None:
+        w2 = w2 * epi.scale[:, None]
+    bias = epi.bias
+    act, lo, hi, nt = epi.act, epi.lo, epi.hi, builder.nthreads
+    x_name = node.inputs[0].name
+    if depthwise:
+        off = geo.offsets(1)
+        vec = -(-geo.ow // MAX_VL) * MAX_VL
+        scratch = max(geo.sh * geo.sw * geo.plane, int(off.max()) + (geo.oh - 1) * geo.wq + vec)
+        wd = np.ascontiguousarray(w2)
+
+        def bind(lib: ctypes.CDLL) -> Callable[[Env, np.ndarray | None], np.ndarray]:
+            fn = _bind(lib, "heli_dwconv2d_v2", [_VOID] * 5 + [_LONG] * 14 +
+                       [_INT, _FLOAT, _FLOAT] + [_VOID] * 3 + [_INT])
+            epi_ptr = _epi_pointer(lib, row)
+
+            def core(env: Env, res: np.ndarray | None) -> np.ndarray:
+                xa = _f32(env[x_name])
+                y = np.empty(out_shape, F32)
+                fn(xa.ctypes.data, wd.ctypes.data, off.ctypes.data,
+                   None if bias is None else bias.ctypes.data, y.ctypes.data, n, c, geo.h,
+                   geo.w, kh * kw, geo.sh, geo.sw, geo.pt, geo.pl, geo.hq, geo.wq, geo.oh,
+                   geo.ow, scratch, act, lo, hi, epi_ptr,
+                   None if res is None else res.ctypes.data,
+                   None if row is None else row.params.ctypes.data, nt)
+                return y
+            core.keep = (wd, off, bias)
+            return core
+    else:
+        off = geo.offsets(c)
+        planes = c * geo.sh * geo.sw * geo.plane
+        tail = max(0, int(off.max()) + geo.oh * geo.wq + MAX_TILE - planes)
+        packed = _pack_weights(w2)
+        kdim = w2.shape[1]
+        per_image = out_shape[1] * out_shape[2] * out_shape[3]
+
+        def bind(lib: ctypes.CDLL) -> Callable[[Env, np.ndarray | None], np.ndarray]:
+            prep = _bind(lib, "heli_conv_prepare", [_VOID, _VOID] + [_LONG] * 10 + [_INT])
+            fn = _bind(lib, "heli_dconv2d", [_VOID] * 5 + [_LONG] * 5 +
+                       [_INT, _FLOAT, _FLOAT] + [_VOID] * 3 + [_INT])
+            epi_ptr = _epi_pointer(lib, row)
+
+            def core(env: Env, res: np.ndarray | None) -> np.ndarray:
+                xa = _f32(env[x_name])
+                y = np.empty(out_shape, F32)
+                xb = np.empty(planes + tail, F32)
+                for b in range(n):
+                    prep(xa[b].ctypes.data, xb.ctypes.data, c, geo.h, geo.w, geo.sh, geo.sw,
+                         geo.pt, geo.pl, geo.hq, geo.wq, tail, nt)
+                    fn(xb.ctypes.data, packed.ctypes.data, off.ctypes.data,
+                       None if bias is None else bias.ctypes.data,
+                       y.ctypes.data + 4 * b * per_image, m, kdim, geo.oh, geo.ow, geo.wq,
+                       act, lo, hi, epi_ptr,
+                       None if res is None else res.ctypes.data + 4 * b * per_image,
+                       None if row is None else row.params.ctypes.data, nt)
+                return y
+            core.keep = (packed, off, bias)
+            return core
+    return _finish(builder, bind, epi, row)
+
+
+def _finish(builder, bind, epi: ConvEpilogue, row: RowEpilogue | None) -> Maker:
+    """The step: the kernel (with its row epilogue), else a separate elementwise pass."""
+    out_name = epi.result.name
+    res_name = row.residual if row is not None else None
+    if epi.rest is None or row is not None:
+        def make(lib: ctypes.CDLL) -> Step:
+            core = bind(lib)
+
+            def step(env: Env) -> None:
+                res = _f32(env[res_name]) if res_name is not None else None
+                env[out_name] = core(env, res)
+            return step
+        return make
+    rest_maker = builder._elementwise(epi.rest)
+    tmp = epi.rest.inputs[0].name
+
+    def make_rest(lib: ctypes.CDLL) -> Step:
+        core = bind(lib)
+        rest_step = rest_maker(lib)
+
+        def step(env: Env) -> None:
+            env[tmp] = core(env, None)
+            rest_step(env)
+            env.pop(tmp, None)
+        return step
+    return make_rest
+
+
+# ------------------------------------------------------------------ ConvTranspose
+
+def conv_transpose_supported(node: Node) -> str | None:
+    """Why the cpu target cannot run this ConvTranspose, or ``None``."""
+    x_shape = _shape(node.inputs[0])
+    if len(x_shape) != 4:
+        return "only 2-D ConvTranspose runs on cpu"
+    if (node.attr("group") or 1) != 1:
+        return "grouped ConvTranspose runs on ref"
+    return None
+
+
+def conv_transpose_step(builder, node: Node) -> Maker:
+    n, c, h, w = _shape(node.inputs[0])
+    _, mg, kh, kw = _shape(node.inputs[1])
+    out_shape = _shape(node.outputs[0])
+    kernel, strides, dilations, pads = window_attrs(
+        2, node.attr("kernel_shape") or (kh, kw), node.attr("strides"), node.attr("dilations"),
+        node.attr("pads"))
+    begins, _, outs = conv_transpose_window(
+        (h, w), kernel, strides, dilations, pads, node.attr("auto_pad"),
+        node.attr("output_padding"), node.attr("output_shape"))
+    m = mg
+    rows = m * kh * kw
+    weight = builder.const(node.inputs[1])
+    w_const = None if weight is None else _f32(weight)
+    b_val = node.inputs[2] if len(node.inputs) > 2 else None
+    b_const = builder.const(b_val)
+    bias = None if b_const is None else _f32(np.asarray(b_const).reshape(-1))
+    b_name = None if b_val is None or b_const is not None else b_val.name
+    x_name, w_name, out_name = node.inputs[0].name, node.inputs[1].name, node.outputs[0].name
+    nt = builder.nthreads
+    raw = _gemm.library().raw
+    geometry = (h, w, kh, kw, strides[0], strides[1], begins[0], begins[1], dilations[0],
+                dilations[1], outs[0], outs[1])
+
+    def make(lib: ctypes.CDLL) -> Step:
+        col2im = _bind(lib, "heli_col2im", [_VOID] * 3 + [_LONG] * 13 + [_INT])
+
+        def step(env: Env) -> None:
+            xa = _f32(env[x_name])
+            wa = w_const if w_const is not None else _f32(env[w_name])
+            ba = bias if b_name is None else _f32(np.asarray(env[b_name]).reshape(-1))
+            col = np.empty((rows, h * w), F32)
+            y = np.empty(out_shape, F32)
+            for b in range(n):
+                status = raw.heli_sgemm(
+                    1, 0, rows, h * w, c, 1.0, wa.ctypes.data, rows,
+                    xa[b].ctypes.data, h * w, 0.0, col.ctypes.data, h * w, None, 0, 0,
+                    -math.inf, math.inf, nt)
+                if status:
+                    raise ExecutionError("The cpu ConvTranspose ran out of memory.")
+                col2im(col.ctypes.data, None if ba is None else ba.ctypes.data,
+                       y[b].ctypes.data, m, *geometry, nt)
+            env[out_name] = y
+        step.keep = (w_const, bias)
+        return step
+    return make
+
+
+# ------------------------------------------------------------------ BatchNormalization
+
+def batch_norm_step(builder, node: Node) -> Maker | None:
+    """Inference BatchNormalization with constant parameters, else ``None``."""
+    params = [builder.const(v) for v in node.inputs[1:5]]
+    if any(p is None for p in params) or node.attr("training_mode"):
+        return None
+    scale, beta, mean, var = (np.asarray(p, np.float64).reshape(-1) for p in params)
+    factor = scale / np.sqrt(var + float(node.attr("epsilon")))
+    s = np.ascontiguousarray(factor, np.float32)
+    t = np.ascontiguousarray(beta - mean * factor, np.float32)
+    shape = _shape(node.inputs[0])
+    channels = shape[1] if len(shape) > 1 else 1
+    inner = int(np.prod(shape[2:], dtype=np.int64)) if len(shape) > 2 else 1
+    planes = int(np.prod(shape[:2], dtype=np.int64))
+    x_name, out_name, nt = node.inputs[0].name, node.outputs[0].name, builder.nthreads
+
+    def make(lib: ctypes.CDLL) -> Step:
+        fn = _bind(lib, "heli_channel_affine", [_VOID] * 4 + [_LONG] * 3 + [_INT])
+
+        def step(env: Env) -> None:
+            xa = _f32(env[x_name])
+            y = np.empty(shape, F32)
+            fn(xa.ctypes.data, s.ctypes.data, t.ctypes.data, y.ctypes.data, planes, channels,
+               inner, nt)
+            env[out_name] = y
+        step.keep = (s, t)
+        return step
+    return make
+
+
+# ------------------------------------------------------------------ Resize
+
+def resize_step(builder, node: Node) -> Maker | None:
+    """Nearest Resize of the last two axes with constant roi/scales/sizes, else ``None``."""
+    x_shape, out_shape = _shape(node.inputs[0]), _shape(node.outputs[0])
+    if node.attr("mode") != "nearest" or len(x_shape) < 2:
+        return None
+    if tuple(x_shape[:-2]) != tuple(out_shape[:-2]):
+        return None
+    extra = []
+    for v in node.inputs[1:]:
+        if v is None:
+            extra.append(None)
+            continue
+        value = builder.const(v)
+        if value is None:
+            return None
+        extra.append(value)
+    h, w = x_shape[-2:]
+    lead = (1,) * (len(x_shape) - 2)
+    # Indices below 2**24 are exact in float32 and in float64; the op's own
+    # semantics on an image of indices give the source of every output pixel.
+    if h * w >= 1 << 24:
+        return None
+    image = np.arange(h * w, dtype=np.float64).reshape(*lead, h, w)
+    attrs = node.op.resolve_attrs(node.attrs)
+    try:
+        picked = node.op.reference(image, *extra, **attrs)
+    except Exception:  # e.g. a float32-only path in the reference: leave it to numpy
+        return None
+    picked = np.asarray(picked)
+    if picked.shape != (*lead, *out_shape[-2:]):
+        return None
+    index = np.ascontiguousarray(picked.reshape(-1), np.int32)
+    if not np.array_equal(index, picked.reshape(-1)):
+        return None
+    planes = int(np.prod(x_shape[:-2], dtype=np.int64)) if len(x_shape) > 2 else 1
+    out_plane = int(index.size)
+    x_name, out_name, nt = node.inputs[0].name, node.outputs[0].name, builder.nthreads
+
+    def make(lib: ctypes.CDLL) -> Step:
+        fn = _bind(lib, "heli_gather_planes", [_VOID] * 3 + [_LONG] * 3 + [_INT])
+
+        def step(env: Env) -> None:
+            xa = _f32(env[x_name])
+            y = np.empty(out_shape, F32)
+            fn(xa.ctypes.data, index.ctypes.data, y.ctypes.data, planes, h * w, out_plane, nt)
+            env[out_name] = y
+        step.keep = (index,)
+        return step
+    return make
