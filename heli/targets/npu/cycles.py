@@ -12,8 +12,10 @@ schedules it without computing any values:
   queues; the systolic array; the vector unit) is free;
 * durations follow the formulas of ``docs/npu.md``, "Cycle model": DMA latency
   plus bytes / bandwidth, systolic fill and drain with back-to-back ``matmul``
-  instructions overlapping the drain, vector rows times lane passes, and SRAM
-  bank-conflict stalls between units running at the same time.
+  instructions overlapping the drain, shadow weight registers (a
+  ``load_weights`` overlaps the previous ``matmul`` once that one has streamed
+  2·DIM - 1 cycles), vector rows times lane passes, and SRAM bank-conflict
+  stalls between units running at the same time.
 
 The :class:`CycleReport` gives the total cycles, busy cycles per unit and
 queue, MAC utilization, DRAM traffic, SRAM high-water marks, a per-layer
@@ -359,6 +361,8 @@ def estimate(program: Sequence[Instr] | bytes | bytearray | str,
     q_end = dict.fromkeys(Queue, 0)              # completion of everything started in q
     q_last: dict[Queue, Slice | None] = dict.fromkeys(Queue)
     stream_end = 0                               # when the array takes the next matmul
+    mm_start: int | None = None                  # start of the last matmul (its rows' entry)
+    chain_free = 0                               # the weight chain's last load_weights ended
     unit_free = dict.fromkeys(UNITS, 0)
     pushes = {(s, d): [] for s in Queue for d in Queue if s != d}
     waits = {key: [] for key in pushes}
@@ -372,8 +376,15 @@ def estimate(program: Sequence[Instr] | bytes | bytearray | str,
         ins, q = instrs[pc], queue_of[pc]
         t = max(dispatched[pc], q_end[q])
         prev = q_last[q]
-        if ins.name == "matmul" and prev is not None and prev.text.startswith("matmul "):
-            t = max(dispatched[pc], stream_end)  # streams in behind the previous one
+        if ins.name == "matmul" and prev is not None and prev.unit == "array":
+            # streams in behind the previous matmul, and after the weights it
+            # activates have been shifted into the shadow registers
+            t = max(dispatched[pc], stream_end, chain_free)
+        elif ins.name == "load_weights" and prev is not None and prev.unit == "array":
+            # overwrites the shadow registers once the last matmul's first row
+            # has switched every PE to the active weights (2·DIM - 1 cycles)
+            t = max(dispatched[pc], chain_free,
+                    stream_end if mm_start is None else mm_start + 2 * cfg.dim - 1)
         if ins.name == "push":
             done = waits[q, Queue(ins.dst)]
             k = len(pushes[q, Queue(ins.dst)]) - cfg.token_depth
@@ -387,7 +398,9 @@ def estimate(program: Sequence[Instr] | bytes | bytearray | str,
                 return None                      # no token yet
             t = max(t, sent[k])
         unit = _unit(ins)
-        return t if unit is None else max(t, unit_free[unit])
+        if unit is None or unit == "array":
+            return t                             # the array's two parts are tracked above
+        return max(t, unit_free[unit])
 
     while True:
         while fetch < body and len(queues[queue_of[fetch]]) < cfg.queue_depth:
@@ -419,15 +432,17 @@ def estimate(program: Sequence[Instr] | bytes | bytearray | str,
         macs = 0
         if ins.name == "load_weights":
             weight_rows = ins.rows
+            chain_free = end
         elif ins.name == "matmul":
             macs = ins.rows * ins.outer * weight_rows * cfg.dim
             stream_end = start + stream + stall
+            mm_start = start
         if ins.name == "push":
             pushes[q, Queue(ins.dst)].append(end)
         elif ins.name == "wait":
             waits[Queue(ins.src), q].append(end)
-        if unit is not None:
-            unit_free[unit] = stream_end if ins.name == "matmul" else end
+        if unit is not None and unit != "array":
+            unit_free[unit] = end
         q_end[q] = max(q_end[q], end)
         s = Slice(pc, str(ins), q.name.lower(), unit, start, end, stall, macs,
                   fp.dram_read + fp.dram_write)

@@ -52,6 +52,50 @@ def test_back_to_back_matmuls_overlap_the_drain():
     assert r.busy["array"] == 16 + 51 + 16 + 41 and r.busy["vector"] == 9
 
 
+def test_shadow_weights_overlap_load_weights_with_the_matmul():
+    # DIM = 16.  load_weights 1: 0..16.  matmul 1 (R = 40) starts when the weights
+    # are in, 16, streams until 56 and drains until 16 + 40 + 31 = 87.  load_weights 2
+    # may overwrite the shadow registers once matmul 1 has streamed 2*16 - 1 = 31
+    # cycles (every PE has switched): 47..63.  matmul 2 starts when both the weights
+    # are in (63) and matmul 1 has streamed all its rows (56): 63, ends 63 + 71 = 134.
+    # The pair costs max(R, 3*DIM - 1) = 47 cycles instead of R + 3*DIM - 1 = 87.
+    r = estimate("load_weights src=0 rows=16\nmatmul a=0 c=0 rows=40\n"
+                 "load_weights src=100 rows=5\nmatmul a=0 c=40 rows=40\nhalt")
+    assert _times(r) == [(0, 16), (16, 87), (47, 63), (63, 134)] and r.cycles == 134
+    # each matmul counts the rows of the weights it activates
+    assert r.macs == 40 * 16 * 16 + 40 * 5 * 16
+    assert r.busy["array"] == 134 - 0 and r.busy["compute"] == 134
+    # long matmuls: load_weights 2 at 47..63 hides under matmul 1's 100 rows
+    # (16..116), so matmul 2 starts right behind it at 116 and ends 116 + 131
+    r = estimate("load_weights src=0 rows=16\nmatmul a=0 c=0 rows=100\n"
+                 "load_weights src=100 rows=16\nmatmul a=0 c=100 rows=100\nhalt")
+    assert _times(r) == [(0, 16), (16, 147), (47, 63), (116, 247)]
+
+
+def test_shadow_weights_chain_and_completion_rules():
+    # DIM = 8.  load_weights 1: 0..8; matmul 1 (R = 4): 8..8 + 4 + 15 = 27.
+    # load_weights 2 waits for matmul 1 to have streamed 2*8 - 1 = 15 cycles: 23..31;
+    # load_weights 3 waits for the weight chain: 31..39; matmul 2 starts at 39
+    # (its rows: 39..43), ends 39 + 19 = 58.
+    r = estimate("load_weights src=0 rows=8\nmatmul a=0 c=0 rows=4\n"
+                 "load_weights src=8 rows=8\nload_weights src=16 rows=8\n"
+                 "matmul a=0 c=4 rows=4\nhalt", NpuConfig(dim=8))
+    assert _times(r) == [(0, 8), (8, 27), (23, 31), (31, 39), (39, 58)]
+    # a push still waits for every earlier compute instruction to complete: after
+    # load_weights 2 (47..63) it waits for matmul 1's drain (87): 87..88, then the
+    # store queue's wait 88..89
+    r = estimate("load_weights src=0 rows=16\nmatmul a=0 c=0 rows=40\n"
+                 "load_weights src=100 rows=16\npush queue=compute dst=store\n"
+                 "wait queue=store src=compute\nhalt")
+    assert _times(r) == [(0, 16), (16, 87), (47, 63), (87, 88), (88, 89)]
+    # a vector instruction between them still waits for the drain: requant
+    # 87..87 + 4 + 8 = 99, then load_weights 2 99..115 and matmul 2 115..115 + 71
+    r = estimate("load_weights src=0 rows=16\nmatmul a=0 c=0 rows=40\n"
+                 "requant src=0 dst=200 rows=8 mult=1 shift=0 zp=0\n"
+                 "load_weights src=100 rows=16\nmatmul a=0 c=40 rows=40\nhalt")
+    assert _times(r) == [(0, 16), (16, 87), (87, 99), (99, 115), (115, 186)]
+
+
 def test_vector_lanes():
     prog = "vfill mem=acc dst=0 rows=10 value=0\nhalt"
     assert estimate(prog).cycles == 4 + 10

@@ -11,17 +11,22 @@ column n's result leaves the bottom at cycle ``t + DIM + n`` and is delayed
 :attr:`SystolicArray.latency` = ``2·DIM - 1`` cycles after its input row.
 One input row may enter every cycle.
 
-Weights load through a vertical shift chain in DIM cycles (``load_weights``):
-on each cycle with ``w_load`` set, every PE takes the weight of the PE above
-it and row 0 takes ``w_row``; feeding ``W[DIM-1], ..., W[0]`` leaves
-``W[k, n]`` in PE (k, n).  Loading does not disturb rows already streaming
-(their products use each PE's weight at the cycle they pass it), so a load
-must not overlap a ``matmul``'s rows in flight; the controller orders them.
+Weights are double-buffered: every PE has a *shadow* and an *active* weight
+register.  ``load_weights`` shifts a block into the shadow registers through
+a vertical shift chain in DIM cycles (on each cycle with ``w_load`` set,
+every shadow register takes the one above it and row 0 takes ``w_row``;
+feeding ``W[DIM-1], ..., W[0]`` leaves ``W[k, n]`` in PE (k, n)).  The first
+input row of a ``matmul`` carries a ``first`` flag that travels with the data
+(skewed like it, passed right with the activation): PE (k, n) copies its
+shadow into its active register exactly when that row's element reaches it,
+and uses the new weight for it.  So a ``load_weights`` may shift while an
+earlier ``matmul`` still streams, once that ``matmul``'s first row has passed
+every PE (``2·DIM - 1`` cycles after it entered); the controller orders them.
 """
 
 # No `from __future__ import annotations`: wiring.Component reads the port
 # annotations as values.
-from amaranth.hdl import Module, Signal, signed
+from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -42,16 +47,23 @@ class ProcessingElement(wiring.Component):
         Partial sum from the PE above (0 in the top row).
     psum_out : Out(signed(32))
         ``psum_in + a_in * w`` registered, wrapping modulo 2**32.
+    first_in : In(1)
+        ``a_in`` is the first row of a ``matmul``: the shadow weight becomes
+        active (and is used for this product).
+    first_out : Out(1)
+        ``first_in`` registered, for the PE on the right.
     w_in : In(signed(8))
         Weight from the PE above (or the array's weight row) for loading.
     w_load : In(1)
-        When set, the weight register takes ``w_in`` at the clock edge.
+        When set, the shadow weight register takes ``w_in`` at the clock edge.
     w_out : Out(signed(8))
-        The stationary weight register (feeds the PE below while loading).
+        The shadow weight register (feeds the PE below while loading).
     """
 
     a_in: In(INT8)
     a_out: Out(INT8)
+    first_in: In(1)
+    first_out: Out(1)
     psum_in: In(INT32)
     psum_out: Out(INT32)
     w_in: In(INT8)
@@ -60,12 +72,16 @@ class ProcessingElement(wiring.Component):
 
     def elaborate(self, platform) -> Module:
         m = Module()
-        w = Signal(INT8)
-        m.d.comb += self.w_out.eq(w)
+        shadow, active = Signal(INT8), Signal(INT8)
+        w = Signal(INT8)                       # the weight of this cycle's product
+        m.d.comb += [self.w_out.eq(shadow), w.eq(Mux(self.first_in, shadow, active))]
         with m.If(self.w_load):
-            m.d.sync += w.eq(self.w_in)
+            m.d.sync += shadow.eq(self.w_in)
+        with m.If(self.first_in):
+            m.d.sync += active.eq(shadow)
         m.d.sync += [
             self.a_out.eq(self.a_in),
+            self.first_out.eq(self.first_in),
             # int8 * int8 is exact in 16 bits; the assignment truncates the
             # 33-bit sum to 32 bits: two's-complement wrap, as the ISA defines.
             self.psum_out.eq(self.psum_in + self.a_in * w),
@@ -82,15 +98,19 @@ class SystolicArray(wiring.Component):
         One input row: lane k is input channel k.  Sampled every cycle.
     a_valid : In(1)
         ``a`` holds a row to multiply this cycle.
+    a_first : In(1)
+        ``a`` is the first row of a ``matmul``: it switches every PE to the
+        weights last shifted in (set with ``a_valid``).
     c : Out(ArrayLayout(signed(32), DIM))
         The output row ``c[n] = sum_k a[k] * W[k, n]`` (wrapping modulo
         2**32) of the input row that entered :attr:`latency` cycles earlier.
     c_valid : Out(1)
         ``c`` holds an output row (``a_valid`` delayed by :attr:`latency`).
     w_row : In(ArrayLayout(signed(8), DIM))
-        A weight row shifted into the array's top row while ``w_load`` is set.
+        A weight row shifted into the top row of the shadow registers while
+        ``w_load`` is set.
     w_load : In(1)
-        Shift the weight chain down by one row this cycle.
+        Shift the shadow weight chain down by one row this cycle.
     """
 
     def __init__(self, dim: int) -> None:
@@ -100,6 +120,7 @@ class SystolicArray(wiring.Component):
         super().__init__({
             "a": In(data.ArrayLayout(INT8, dim)),
             "a_valid": In(1),
+            "a_first": In(1),
             "c": Out(data.ArrayLayout(INT32, dim)),
             "c_valid": Out(1),
             "w_row": In(data.ArrayLayout(INT8, dim)),
@@ -119,14 +140,15 @@ class SystolicArray(wiring.Component):
             for n in range(dim):
                 m.submodules[f"pe_{k}_{n}"] = pes[k][n]
 
-        # input skew: row k enters k cycles late
+        # input skew: row k enters k cycles late, with the `first` flag
         for k in range(dim):
-            x = self.a[k]
+            x, f = self.a[k], self.a_first & self.a_valid
             for d in range(k):
                 r = Signal(INT8, name=f"skew_{k}_{d}")
-                m.d.sync += r.eq(x)
-                x = r
-            m.d.comb += pes[k][0].a_in.eq(x)
+                rf = Signal(name=f"skew_first_{k}_{d}")
+                m.d.sync += [r.eq(x), rf.eq(f)]
+                x, f = r, rf
+            m.d.comb += [pes[k][0].a_in.eq(x), pes[k][0].first_in.eq(f)]
 
         for k in range(dim):
             for n in range(dim):
@@ -135,7 +157,8 @@ class SystolicArray(wiring.Component):
                 m.d.comb += pe.w_in.eq(self.w_row[n] if k == 0 else pes[k - 1][n].w_out)
                 m.d.comb += pe.psum_in.eq(0 if k == 0 else pes[k - 1][n].psum_out)
                 if n + 1 < dim:
-                    m.d.comb += pes[k][n + 1].a_in.eq(pe.a_out)
+                    m.d.comb += [pes[k][n + 1].a_in.eq(pe.a_out),
+                                 pes[k][n + 1].first_in.eq(pe.first_out)]
 
         # output de-skew: column n leaves DIM - 1 - n cycles before the last one
         for n in range(dim):

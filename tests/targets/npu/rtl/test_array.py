@@ -31,10 +31,19 @@ def test_pe_multiply_accumulate_and_pass_through():
             assert ctx.get(dut.w_out) == w[i]
             ctx.set(dut.a_in, int(a[i]))
             ctx.set(dut.psum_in, int(p[i]))
+            ctx.set(dut.first_in, 1)                  # the shadow weight becomes active
             await ctx.tick()
+            ctx.set(dut.first_in, 0)
+            assert ctx.get(dut.first_out) == 1
             assert ctx.get(dut.a_out) == a[i]
             assert ctx.get(dut.psum_out) == wrap_int32(p[i] + a[i] * w[i])
             assert ctx.get(dut.w_out) == w[i]         # stationary
+            ctx.set(dut.w_in, 5)
+            ctx.set(dut.w_load, 1)                    # a new shadow weight ...
+            await ctx.tick()
+            ctx.set(dut.w_load, 0)
+            await ctx.tick()
+            assert ctx.get(dut.psum_out) == wrap_int32(p[i] + a[i] * w[i])  # ... unused yet
 
     run(dut, tb)
 
@@ -56,10 +65,12 @@ def _matmul(dim: int, a: np.ndarray, w: np.ndarray, gap_every: int = 0) -> np.nd
         while pending or len(out) < len(a):
             bubble = gap_every and t % (gap_every + 1) == gap_every
             if pending and not bubble:
+                ctx.set(dut.a_first, len(pending) == len(a))
                 ctx.set(dut.a, row(pending.pop(0)))
                 ctx.set(dut.a_valid, 1)
             else:
                 ctx.set(dut.a_valid, 0)
+                ctx.set(dut.a_first, 0)
                 ctx.set(dut.a, [99] * dim)            # garbage that must not leak
             await ctx.tick()
             t += 1
@@ -107,3 +118,43 @@ def test_array_weights_reload_between_blocks():
         w = rng.integers(-128, 128, (dim, dim))
         a = rng.integers(-128, 128, (5, dim))
         np.testing.assert_array_equal(_matmul(dim, a, w), a @ w)
+
+
+def test_shadow_weights_load_while_the_previous_matmul_streams():
+    """Two matmuls back to back, the second block's weights shifted in while the
+    first streams (from 2·DIM - 1 cycles after its first row): each row uses the
+    weights of its own matmul."""
+    dim = 4
+    rng = np.random.default_rng(11)
+    w1, w2 = rng.integers(-128, 128, (2, dim, dim))
+    a1, a2 = rng.integers(-128, 128, (3 * dim, dim)), rng.integers(-128, 128, (5, dim))
+    dut = SystolicArray(dim)
+    out: list[list[int]] = []
+
+    async def tb(ctx):
+        for k in reversed(range(dim)):
+            ctx.set(dut.w_row, row(w1[k]))
+            ctx.set(dut.w_load, 1)
+            await ctx.tick()
+        ctx.set(dut.w_load, 0)
+        rows = [(r, i == 0) for i, r in enumerate(a1)] + [(r, i == 0) for i, r in enumerate(a2)]
+        loads = list(reversed(range(dim)))
+        for t in range(len(rows) + 3 * dim):
+            if t < len(rows):
+                ctx.set(dut.a, row(rows[t][0]))
+                ctx.set(dut.a_valid, 1)
+                ctx.set(dut.a_first, rows[t][1])
+            else:
+                ctx.set(dut.a_valid, 0)
+                ctx.set(dut.a_first, 0)
+            loading = t >= 2 * dim - 1 and loads
+            ctx.set(dut.w_load, bool(loading))
+            if loading:
+                ctx.set(dut.w_row, row(w2[loads.pop(0)]))
+            await ctx.tick()
+            if ctx.get(dut.c_valid):
+                out.append(lanes(ctx.get(dut.c), dim))
+
+    run(dut, tb)
+    assert len(a1) >= 3 * dim - 1   # the load ends before the second matmul's first row
+    np.testing.assert_array_equal(np.array(out), np.vstack([a1 @ w1, a2 @ w2]))
