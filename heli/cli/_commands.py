@@ -330,7 +330,13 @@ def cmd_conformance(args: argparse.Namespace) -> int:
     get_target(args.target)  # a clear error for an unknown target, before any work
     if args.json:
         _check_output_file(Path(args.json), "--json")
-    if args.no_nodes and args.no_models:
+    if args.report and Path(args.report).exists() and not Path(args.report).is_dir():
+        raise InputError(f"--report {args.report!r} exists and is not a directory.")
+    if not args.report and (args.quantize or args.no_real_models):
+        raise InputError("--quantize and --no-real-models apply to the real models of a "
+                         "scorecard; give --report DIR too.")
+    real = conf.real_models(args.filter) if args.report and not args.no_real_models else []
+    if args.no_nodes and args.no_models and not real:
         raise InputError("--no-nodes and --no-models together leave nothing to run.")
     engines = {args.target: conf.heli_runner(args.target)}
     if args.compare == "onnxruntime":
@@ -341,7 +347,7 @@ def cmd_conformance(args: argparse.Namespace) -> int:
     cases = [] if args.no_nodes else conf.node_cases(args.filter)
     models = [] if args.no_models else [
         p for p in conf.light_models() if not args.filter or args.filter in p.stem]
-    if not cases and not models:
+    if not cases and not models and not real:
         raise InputError(f"No node case or light model matches --filter {args.filter!r}.")
     results: dict[str, list[conf.CaseResult]] = {}
     with _progress() as progress:
@@ -357,10 +363,50 @@ def cmd_conformance(args: argparse.Namespace) -> int:
                     engine_results.append(conf.run_light_model(path, args.target))
                     progress.advance(task)
             results[engine] = engine_results
+        # for the scorecard: the light CNNs the target cannot run alone, with fallback
+        alone = [r for r in results[args.target] if r.op == "model" and r.status == "unsupported"]
+        real += [conf.light_as_real_model(p) for p in models if args.report and p.stem in
+                 {r.name for r in alone}]
+        task = progress.add_task(f"{args.target}: models with fallback", total=len(real))
+        scores = []
+        for model in real:
+            scores.append(conf.run_real_model(model, args.target, quantize=args.quantize))
+            progress.advance(task)
+    light_fallback = [s for s in scores if s.name.startswith("light_")]
+    scores = [s for s in scores if not s.name.startswith("light_")]
     _print_conformance(args, results)
+    for score in scores:
+        share = score.macs.get(args.target, 0) / max(sum(score.macs.values()), 1)
+        print(f"real model {score.name}: {score.status}"
+              + (f" ({score.detail[:200]})" if score.detail else "")
+              + (f", max abs error vs ref {score.max_abs:.2e}, {100 * share:.1f}% of MACs on "
+                 f"{args.target}" if score.status != "error" else ""))
     if args.json:
         _write_json(Path(args.json), args.target, results)
+    if args.report:
+        mine = results.get(args.target, [])
+        card = conf.scorecard(args.target, [r for r in mine if r.op != "model"],
+                              [r for r in mine if r.op == "model"], scores, _command(args),
+                              light_fallback)
+        try:
+            paths = conf.write_report(Path(args.report), card)
+        except OSError as error:
+            raise InputError(f"--report {args.report!r} cannot be written: "
+                             f"{error.strerror or error}.") from None
+        for path in paths:
+            print(f"wrote {path}")
     return 0
+
+
+def _command(args: argparse.Namespace) -> str:
+    """The command line that makes a scorecard, for its header."""
+    words = ["heli", "conformance", "--target", args.target]
+    for flag in ("no_nodes", "no_models", "no_real_models", "quantize"):
+        if getattr(args, flag):
+            words.append("--" + flag.replace("_", "-"))
+    if args.filter:
+        words += ["--filter", args.filter]
+    return " ".join([*words, "--report", args.report])
 
 
 def _summary(results: list) -> dict[str, int]:

@@ -76,6 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
     conf.add_argument("--no-nodes", action="store_true", help="skip the per-operator cases")
     conf.add_argument("--show", choices=["fail", "all", "none"], default="none",
                       help="list failing (or all) cases by name")
+    conf.add_argument("--report", metavar="DIR",
+                      help="write the scorecard DIR/TARGET.md and DIR/TARGET.json (also runs "
+                           "the real test models, with fallback to ref)")
+    conf.add_argument("--no-real-models", action="store_true",
+                      help="with --report: skip the real test models")
+    conf.add_argument("--quantize", action="store_true",
+                      help="with --report: quantize each real model to int8 first (npu)")
     conf.set_defaults(func=c.cmd_conformance)
 
     from heli.cli._quantize import cmd_quantize

@@ -10,6 +10,8 @@ from importlib import metadata
 def add_targets_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("targets", help="list installed targets, their capabilities, and "
                                        "broken plugins")
+    p.add_argument("--markdown", action="store_true",
+                   help="print the listing as a Markdown table (docs/scorecards/targets.md)")
     p.set_defaults(func=cmd_targets)
 
 
@@ -56,7 +58,32 @@ def _describe(name: str) -> tuple[str, str, str, str]:
     return (str(target.version or "-"), str(target.api_version), target.description, summary)
 
 
+def targets_markdown() -> str:
+    """The ``heli targets`` listing as a Markdown page."""
+    from heli.target import TARGET_API_VERSION, available_targets, target_problems
+
+    packages = _packages()
+    lines = ["# Installed targets", "",
+             f"`heli targets --markdown`: this Heli offers target API version "
+             f"{TARGET_API_VERSION}.", "",
+             "| name | version | API | package | capabilities | description |",
+             "|---|---|---|---|---|---|"]
+    for name in available_targets():
+        version, api, description, summary = _describe(name)
+        cells = [name, version, api, packages.get(name, "(registered in code)"), summary,
+                 description]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    problems = target_problems()
+    if problems:
+        lines += ["", f"{len(problems)} plugin(s) could not be loaded:", ""]
+        lines += [f"* `{name}`: {message}" for name, message in sorted(problems.items())]
+    return "\n".join(lines) + "\n"
+
+
 def cmd_targets(args: argparse.Namespace) -> int:
+    if args.markdown:
+        print(targets_markdown(), end="")
+        return 0
     from rich.table import Table
 
     from heli.cli._commands import console

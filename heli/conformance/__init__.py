@@ -1,4 +1,5 @@
-"""Conformance: ONNX's per-operator cases and the `light` CNNs against any target."""
+"""Conformance: ONNX's per-operator cases, the `light` CNNs and the real test models
+against any target, and scorecards of the results."""
 
 from heli.conformance._models import light_models, random_array, random_feeds, run_light_model
 from heli.conformance._node import (
@@ -10,6 +11,19 @@ from heli.conformance._node import (
     onnxruntime_runner,
     run_case,
     run_cases,
+)
+from heli.conformance._scorecard import (
+    REAL_MODELS,
+    ModelScore,
+    RealModel,
+    light_as_real_model,
+    node_costs,
+    placement_shares,
+    real_models,
+    render_markdown,
+    run_real_model,
+    scorecard,
+    write_report,
 )
 
 __all__ = [
@@ -25,4 +39,15 @@ __all__ = [
     "onnxruntime_runner",
     "run_case",
     "run_cases",
+    "REAL_MODELS",
+    "ModelScore",
+    "RealModel",
+    "light_as_real_model",
+    "node_costs",
+    "placement_shares",
+    "real_models",
+    "render_markdown",
+    "run_real_model",
+    "scorecard",
+    "write_report",
 ]
