@@ -108,30 +108,66 @@ def test_a_small_model_matches_onnxruntime_with_fallback(opencl):
     assert "no opencl kernel for Softmax" in placement.fallback_reasons.values()
 
 
+def _opencl_mac_share(model) -> float:
+    """The share of the Conv/MatMul/Gemm multiply-accumulates run by opencl stages."""
+    from heli.cli._explain import node_macs
+
+    (spec,) = model.specializations.values()
+    macs = {"opencl": 0, "ref": 0}
+    for stage in spec.stages:
+        macs[stage.target] += sum(node_macs(n) for n in stage.graph.nodes)
+    return macs["opencl"] / sum(macs.values())
+
+
+def _check_real_model(path, name: str, shape: tuple[int, ...], fallback_op: str):
+    """Compile with fallback, compare with ONNX Runtime, and return (placement, MAC share)."""
+    feeds = {name: np.random.default_rng(2).standard_normal(shape).astype(np.float32)}
+    with pytest.warns(heli.FallbackWarning, match=fallback_op):
+        compiled = heli.compile(str(path), target="opencl", input_shapes={name: shape})
+        got = compiled.run(feeds)
+    want = run_onnxruntime(str(path), feeds)
+    for out, value in want.items():
+        assert_close(got[out], value, 1e-3, 1e-4, out)
+    share = _opencl_mac_share(compiled)
+    print(f"{path.name}: placement {_placement(compiled)}, {share:.1%} of MACs on opencl")
+    return _placement(compiled), share
+
+
 def test_resnet18_matches_onnxruntime(opencl):
     from heli.testing import resnet18_onnx
 
-    path = resnet18_onnx()
-    feeds = {"input": np.random.default_rng(2).standard_normal((1, 3, 224, 224))
-             .astype(np.float32)}
-    with pytest.warns(heli.FallbackWarning, match="Conv"):
-        compiled = heli.compile(str(path), target="opencl")
-        got = compiled.run(feeds)
-    want = run_onnxruntime(str(path), feeds)
-    for name, value in want.items():
-        assert_close(got[name], value, 1e-3, 1e-4, name)
-    counts = _placement(compiled)
-    print("resnet18 placement:", counts)
-    assert counts["opencl"] >= 20 and counts["ref"] >= 20  # Relu/Add/Gemm here, Conv/pools on ref
+    counts, share = _check_real_model(resnet18_onnx(), "input", (1, 3, 224, 224), "MaxPool")
+    assert counts["opencl"] >= 40 and counts["ref"] >= 2  # Conv/Relu/Add/Gemm; pools on ref
+    assert share > 0.5
+
+
+@pytest.mark.slow
+def test_mobilenetv2_matches_onnxruntime(opencl):
+    from heli.testing import mobilenetv2_onnx
+
+    counts, share = _check_real_model(mobilenetv2_onnx(), "input", (1, 3, 224, 224),
+                                      "GlobalAveragePool")
+    assert counts["ref"] >= 1 and share > 0.5  # depthwise and pointwise Conv on opencl
+
+
+@pytest.mark.slow
+def test_ppocr_rec_matches_onnxruntime(opencl):
+    from heli.testing import ppocr_model
+
+    counts, share = _check_real_model(ppocr_model("rec"), "x", (1, 3, 48, 320),
+                                      "LayerNormalization")
+    assert counts["ref"] >= 1 and share > 0.5
 
 
 def test_onnx_cases_of_matmul_and_gemm_pass(opencl):
     from heli.conformance import case_op, heli_runner, node_cases, run_case
 
     results = [run_case(c, heli_runner("opencl")) for c in node_cases()
-               if case_op(c) in ("MatMul", "Gemm", "Add", "Sigmoid")]
+               if case_op(c) in ("MatMul", "Gemm", "Conv", "Add", "Sigmoid")]
     assert not [(r.name, r.detail) for r in results if r.status == "fail"]
     assert sum(r.status == "pass" for r in results) >= 20
+    conv = [r for r in results if r.op == "Conv" and r.status == "pass"]
+    assert len(conv) >= 5, [(r.name, r.status, r.detail) for r in results if r.op == "Conv"]
 
 
 def test_the_package_is_small_and_uses_only_public_heli():

@@ -1,9 +1,5 @@
-"""An OpenCL target for Heli: ``heli.compile(model, target="opencl")``.
-
-Elementwise float32 ops are lowered to Heli's kernel IR and rendered as
-OpenCL C by :class:`OpenCLDialect` (a subclass of Heli's C dialect);
-MatMul and Gemm run a tiled OpenCL kernel.  Everything else falls back to
-``ref``.  Registered through the ``heli.targets`` entry point.
+"""An OpenCL target for Heli: ``heli.compile(model, target="opencl")``, registered
+through the ``heli.targets`` entry point; what it does not claim falls back to ``ref``.
 """
 
 from heli_target_opencl.dialect import OpenCLDialect

@@ -1,12 +1,7 @@
-"""OpenCL C for Heli's kernel IR: the C dialect with what OpenCL spells differently.
-
-* Buffers are ``__global`` kernel arguments and the kernel is a ``__kernel``
-  function with no thread-count parameter.
-* A ``parallel`` loop becomes a grid-stride loop over the work-items
-  (``get_global_id(0)`` / ``get_global_size(0)``); ``vectorize`` loops are
-  plain loops (the OpenCL compiler vectorizes across work-items).
-* Math calls are OpenCL built-ins (overloaded on float).
-"""
+"""OpenCL C for Heli's kernel IR: the C dialect with what OpenCL spells differently:
+``__kernel``/``__global`` signature, OpenCL built-in math, a ``parallel`` loop as a
+grid-stride loop over the work-items, ``vectorize`` loops as plain loops (the
+OpenCL compiler vectorizes across work-items)."""
 
 from __future__ import annotations
 
