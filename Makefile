@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.heli-installed
 JOBS   ?= 2
 
-.PHONY: all demo test test-asan lint conformance lock clean venv tools
+.PHONY: all demo test test-asan lint conformance scorecards lock clean venv tools
 
 all: test
 
@@ -31,6 +31,8 @@ venv: $(STAMP)
 tools:
 	@command -v verilator >/dev/null || (apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq verilator >/dev/null)
+	@command -v yosys >/dev/null || (apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq yosys >/dev/null)
 	@dpkg -s pocl-opencl-icd >/dev/null 2>&1 || (apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pocl-opencl-icd >/dev/null)
 
@@ -56,6 +58,11 @@ lint: $(STAMP)
 
 conformance: $(STAMP)
 	$(VENV)/bin/heli conformance --target ref --compare onnxruntime
+
+# docs/scorecards/: `heli conformance --report` for ref, cpu, npu and opencl,
+# plus the `heli targets` listing (about 10 minutes).
+scorecards: $(STAMP) tools
+	$(PY) scripts/scorecards.py docs/scorecards
 
 # Re-pin every package from the current .venv.
 lock:
