@@ -154,3 +154,16 @@ def test_targets_markdown_lists_every_target(capsys):
     assert code == 0
     assert "| name | version | API | package | capabilities | description |" in stdout
     assert "| ref | 0.1.0 | 1 | heli |" in stdout
+
+
+def test_targets_markdown_lists_every_built_in_target_with_its_capabilities(capsys):
+    from heli.cli import main
+
+    assert main(["targets", "--markdown"]) == 0
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in capsys.readouterr().out.splitlines()
+            if line.startswith("| ") and not line.startswith("| name")}
+    assert {"ref", "cpu", "npu"} <= set(rows)
+    assert "dtypes: every ONNX type" in rows["ref"]
+    assert "Conv" in rows["cpu"] and "dtypes: float32" in rows["cpu"]
+    assert "heli:QConv" in rows["npu"] and "array: 16x16 int8 systolic" in rows["npu"]
+    assert "(not declared)" not in "".join(rows[t] for t in ("ref", "cpu", "npu"))

@@ -244,6 +244,12 @@ class CpuTarget(Target):
     def __init__(self) -> None:
         self._table = _capabilities()
 
+    def capabilities(self) -> dict[str, object]:
+        from heli.targets.cpu._toolchain import host_isa
+
+        return {"ops": sorted(self._table), "dtypes": ["float32"],
+                "kernels": f"C for {host_isa()}", "threads": "HELI_NUM_THREADS"}
+
     def supports(self, node: Node) -> Support:
         if node.op.domain == "heli" and node.op.name == "FusedGroup":
             for inner in node.attr("body").nodes:

@@ -24,6 +24,7 @@ from heli.ir._graph import Graph, Node
 from heli.target import SUPPORTED, CompileOptions, Executable, Support, Target
 from heli.targets.npu.config import NpuConfig
 from heli.targets.npu.lower import (
+    SUPPORTED_OPS,
     NpuCompileError,
     Program,
     from_matrix,
@@ -78,6 +79,13 @@ class NpuTarget(Target):
 
     def __init__(self, config: NpuConfig | None = None) -> None:
         self.config = config if config is not None else NpuConfig()
+
+    def capabilities(self) -> dict[str, object]:
+        cfg = self.config
+        return {"ops": [f"heli:{name}" for name in SUPPORTED_OPS], "dtypes": ["int8", "int32"],
+                "array": f"{cfg.dim}x{cfg.dim} int8 systolic",
+                "SRAM": f"{cfg.spad_bytes // 1024} KiB scratchpad + {cfg.acc_bytes // 1024} KiB "
+                        f"accumulator", "DRAM": f"{cfg.dram_bytes_per_cycle} B/cycle"}
 
     def supports(self, node: Node) -> Support:
         plan = plan_node(node, self.config)

@@ -54,6 +54,12 @@ class RefTarget(Target):
     def supports(self, node: Node) -> Support:
         return SUPPORTED  # every registered op has reference semantics
 
+    def capabilities(self) -> dict[str, object]:
+        from heli.ir import all_ops
+
+        return {"ops": sorted({op.qualname for op in all_ops()}), "dtypes": "every ONNX type",
+                "device": "host (numpy)"}
+
     def compile(self, graph: Graph, options: CompileOptions) -> Executable:
         return RefExecutable(graph, check_types=options.debug)
 
