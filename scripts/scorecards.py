@@ -61,7 +61,7 @@ def overview(directory: Path, targets: list[str], seconds: dict[str, float]) -> 
             f"({pct(nc['pass'], nc['claimed'])}) | {light['pass']} / {light['total']} | "
             f"{len(ran)} / {len(models)} | {pct(macs, total)} | [{t}.md]({t}.md) |")
     took = ", ".join(f"`{t}` {s / 60:.1f} min" for t, s in seconds.items())
-    lines += ["", f"Last generated in {sum(seconds.values()) / 60:.1f} min ({took}).", ""]
+    lines += ["", f"The last run regenerated {took} ({sum(seconds.values()) / 60:.1f} min).", ""]
     return "\n".join(lines)
 
 
@@ -84,7 +84,9 @@ def main() -> int:
                 print("  " + line, flush=True)
         seconds[target] = time.perf_counter() - start
     write(directory / "targets.md", heli("targets", "--markdown").stdout)
-    write(directory / "README.md", overview(directory, targets, seconds))
+    # the overview keeps the cards of targets not regenerated this time (--targets)
+    listed = [t for t in dict.fromkeys([*TARGETS, *targets]) if (directory / f"{t}.json").exists()]
+    write(directory / "README.md", overview(directory, listed, seconds))
     print(f"wrote {directory}/README.md, targets.md and {', '.join(targets)} (.md, .json) in "
           f"{sum(seconds.values()) / 60:.1f} min")
     return 0
