@@ -21,7 +21,7 @@ from heli.passes import QdqToInt
 from heli.quant import quantize
 from heli.target import CompileOptions
 from heli.targets.npu import NpuConfig
-from heli.targets.npu.lower import NpuCompileError
+from heli.targets.npu.lower import NpuCompileError, plan_node
 from heli.targets.npu.target import NpuTarget
 from heli.targets.ref import RefTarget
 
@@ -103,6 +103,43 @@ def test_conv_bit_exact(dim, case):
     r = np.random.default_rng(hash(case) % 2**32 + dim)
     *shape, dil = case
     _assert_npu_equals_ref(_conv_graph(r, *shape, dil=dil), NpuConfig(dim=dim), r)
+
+
+PACKED_CASES = [  # few input channels: the taps are packed into the K dimension
+    (1, 3, 7, 9, 5, 3, 1, (1, 1, 1, 1), 1, 1),
+    (2, 3, 19, 17, 21, 7, 2, (3, 2, 3, 1), 1, 1),     # a ResNet-like stem, batch 2
+    (1, 4, 12, 10, 6, 5, 3, (0, 2, 1, 2), 1, 1),
+    (1, 2, 9, 9, 3, 3, 1, (0, 0, 0, 0), 1, 1),        # no padding
+]
+
+
+@pytest.mark.parametrize("dim", DIMS)
+@pytest.mark.parametrize("case", PACKED_CASES, ids=lambda c: "x".join(map(str, c[:6])))
+def test_packed_tap_conv_bit_exact(dim, case):
+    r = np.random.default_rng(hash(case) % 2**32 + dim)
+    *shape, dil = case
+    graph = _conv_graph(r, *shape, dil=dil)
+    plan = plan_node(graph.nodes[0], NpuConfig(dim=dim))
+    assert plan.pre is not None
+    _assert_npu_equals_ref(graph, NpuConfig(dim=dim), r)
+
+
+@pytest.mark.parametrize("dim", DIMS)
+def test_packed_tap_conv_tiled_to_small_srams(dim):
+    r = np.random.default_rng(dim + 7)
+    small = NpuConfig(dim=dim, spad_bytes=dim * 400, acc_bytes=4 * dim * 40)
+    graph = _conv_graph(r, 2, 3, 21, 18, 19, 7, 2, (3, 3, 3, 3), 1, bias=False)
+    plan = plan_node(graph.nodes[0], small)
+    assert plan.pre is not None and plan.t < 11 and plan.pre.t < 11
+    _assert_npu_equals_ref(graph, small, r)
+
+
+def test_many_channels_and_dilated_width_are_not_packed():
+    r = np.random.default_rng(3)
+    for case in [(1, 16, 8, 8, 4, 3, 1, (1, 1, 1, 1), 1), (1, 3, 6, 6, 4, 1, 1, (0,) * 4, 1)]:
+        assert plan_node(_conv_graph(r, *case).nodes[0], NpuConfig()).pre is None
+    dilated = _conv_graph(r, 1, 3, 9, 9, 4, 3, 1, (2, 2, 2, 2), 1, dil=2)
+    assert plan_node(dilated.nodes[0], NpuConfig()).pre is None
 
 
 @pytest.mark.parametrize("dim", DIMS)
