@@ -11,7 +11,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import heli
-from heli._errors import UnsupportedError
+from heli._errors import InputError, UnsupportedError
 from heli.ir._builder import GraphBuilder
 from heli.ir._graph import Graph
 from heli.ir._ops import get_op
@@ -234,6 +234,23 @@ def test_qdq_to_int_fuses_the_chains(quantized):
     want = heli.compile(qdq, "ref").run(samples[0])["y"]
     got = heli.compile(graph, "ref").run(samples[0])["y"]
     np.testing.assert_allclose(got, want, atol=0.05 * np.abs(want).max())
+
+
+def test_keep_float_leaves_a_layer_for_ref():
+    r = np.random.default_rng(2)
+    samples = [{"x": r.standard_normal((2, 3, 8, 8)).astype(np.float32)} for _ in range(2)]
+    qdq = quantize(_tiny_cnn(), samples, outputs=True, keep_float=["c3"])  # an output name
+    graph = QdqToInt().apply(qdq)
+    ops = [n.op.qualname for n in graph.nodes]
+    assert ops.count("Conv") == 1 and ops.count("heli:QConv") == 3
+    (conv,) = [n for n in graph.nodes if n.op.qualname == "Conv"]
+    assert conv.outputs[0].name == "c3"   # not quantized: the Relu after it runs in float
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", heli.FallbackWarning)
+        got = heli.compile(graph, target="npu", fallback=("ref",)).run(samples[0])["y"]
+    np.testing.assert_array_equal(got, heli.compile(graph, "ref").run(samples[0])["y"])
+    with pytest.raises(InputError, match="keep_float names 'nope'"):
+        quantize(_tiny_cnn(), samples, keep_float=["nope"])
 
 
 def test_quantized_cnn_on_npu_with_fallback_equals_ref(quantized):
