@@ -36,6 +36,8 @@ _ALIGN = 64
 MAX_INNER = 4095          # matmul / pooling `rows` and `outer` are 12-bit
 MAX_ROWS = 65535          # DMA and vector `rows` are 16-bit
 SUPPORTED_OPS = ("QConv", "QMatMul", "QAdd", "QMaxPool", "QLut")
+#: One tile of a layer: its loads, computes and stores.
+Tile = tuple[list[Instr], list[Instr], list[Instr]]
 
 
 class NpuCompileError(TargetError):
@@ -199,7 +201,7 @@ def _packed_need(spec: ConvSpec, dim: int):
 
 def _stack_need(spec: ConvSpec):
     def need(t: int) -> tuple[int, int]:
-        return spec.in_rows(t) * spec.pitch, 0
+        return -(-spec.in_rows(t) // spec.sh) * spec.sh * spec.pitch, 0
     return need
 
 
@@ -301,7 +303,7 @@ class _Builder:
             self.fills[value] = self.const(np.full(self.dim, value, np.int8))
         return self.fills[value]
 
-    def emit_tiles(self, tiles: list[tuple[list[Instr], list[Instr], list[Instr]]],
+    def emit_tiles(self, tiles: list[Tile],
                    nbuf: int, first_layer: bool, last_layer: bool) -> None:
         """Appends a layer's tiles (loads, computes, stores), synchronized by
         tokens.
@@ -511,30 +513,25 @@ def _lower_conv(b: _Builder, node: Node, graph: Graph, tiling: Tiling, x_addr: i
         co_plans.append((co0, ccnt, ci_blocks, b.const(np.concatenate(wblk)),
                          _param_rows(b, k, co0, ccnt)))
 
-    tiles = []
-    # The input window of a spatial tile is loaded once, with the first output
-    # channel block, into the input region of buffer (spatial tile % nbuf), and
-    # read by every channel block; weights, accumulators and outputs use buffer
-    # (tile % nbuf).  A tile waits for the store of tile - nbuf, which follows
-    # every compute of spatial tile - nbuf, so both regions are free in time.
-    spatial = 0
+    tiles, inputs = [], []
+    # The input window of a spatial tile is loaded once into the input region
+    # of buffer (spatial tile % nbuf) and read by every channel block (see
+    # _with_inputs); weights, accumulators and outputs use buffer (tile % nbuf).
     all_ci = _blocks(spec.c, dim)
     for n in range(spec.n):
         for oh0 in range(0, spec.oh, t_max):
             t = min(t_max, spec.oh - oh0)
-            in_base = (spatial % nbuf) * tiling.spad
-            spatial += 1
-            for j_co, (co0, ccnt, ci_blocks, w_addr, p_addr) in enumerate(co_plans):
+            in_base = (len(inputs) % nbuf) * tiling.spad
+            inputs.append([])
+            for kb, (ci0, kcnt) in enumerate(all_ci if spec.group == 1 else ()):
+                _fill_and_load_window(b, spec, x_addr, n, oh0 * spec.sh, spec.in_rows(t), ci0,
+                                      kcnt, in_base + kb * in_size, k.x_zp, inputs[-1])
+            for co0, ccnt, ci_blocks, w_addr, p_addr in co_plans:
                 buf = len(tiles) % nbuf
                 s_base = buf * tiling.spad
                 w_base = s_base + nci_max * in_size
                 a_base = buf * tiling.acc
                 loads: list[Instr] = []
-                if j_co == 0:
-                    for kb, (ci0, kcnt) in enumerate(all_ci if spec.group == 1 else ()):
-                        _fill_and_load_window(b, spec, x_addr, n, oh0 * spec.sh,
-                                              spec.in_rows(t), ci0, kcnt,
-                                              in_base + kb * in_size, k.x_zp, loads)
                 if spec.group != 1:   # grouped: each block loads its own channels
                     in_base = s_base
                     for kb, (ci0, kcnt) in enumerate(ci_blocks):
@@ -557,8 +554,50 @@ def _lower_conv(b: _Builder, node: Node, graph: Graph, tiling: Tiling, x_addr: i
                             computes.append(_matmul_plane(a, a_base, spec, t, spec.sw,
                                                           spec.sh * p))
                 tiles.append((loads + io_loads, computes + requant, stores))
-    b.emit_tiles(tiles, nbuf, first, last)
+    b.emit_tiles(_with_inputs(tiles, inputs, len(co_plans), nbuf), nbuf, first, last)
     return macs
+
+
+def _with_inputs(tiles: list[Tile], inputs: list[list[Instr]], nco: int, nbuf: int) -> list[Tile]:
+    """The tiles (``nco`` output-channel blocks per spatial tile) with the
+    input loads of each spatial tile added.
+
+    Spatial tile s's input goes to region s % nbuf.  With two buffers and at
+    least two channel blocks, it is loaded in pieces by the tiles of spatial
+    tile s - 1 but its first, so that it streams in under all their matmuls
+    (a single load with the first channel block would have only one tile's
+    matmuls to hide under).  That is safe: tile (s - 1, j >= 1) waits for the
+    store of the tile two before it, which follows every compute of spatial
+    tile s - 2, the last reader of the region.  Otherwise the first channel
+    block of spatial tile s loads it.
+    """
+    out = [(list(ld), c, st) for ld, c, st in tiles]
+    for s, loads in enumerate(inputs):
+        if nbuf < 2 or nco < 2 or s == 0:
+            out[s * nco] = (loads + out[s * nco][0], *out[s * nco][1:])
+            continue
+        for j in range(1, nco):
+            lo, hi = len(loads) * (j - 1) // (nco - 1), len(loads) * j // (nco - 1)
+            tile = out[(s - 1) * nco + j]
+            out[(s - 1) * nco + j] = (tile[0] + loads[lo:hi], *tile[1:])
+    return out
+
+
+def _load_window_by_phase(b: _Builder, spec: ConvSpec, x_addr: int, n: int, ih0: int,
+                          rows_p: int, base: int, phase: int, pad_value: int) -> list[Instr]:
+    """Loads padded input rows ih0 .. ih0+rows_p-1 (all channels, pitch P) with
+    row r at slot (r % sh)·phase + r // sh, the padding holding ``pad_value``."""
+    pt, pl = spec.pads[0], spec.pads[1]
+    p, sh = spec.pitch, spec.sh
+    loads = [_load(Mem.SPAD, base, b.fill_row(pad_value), 0, (sh * phase) * p, spec.c)]
+    for r in range(rows_p):
+        h = ih0 + r - pt
+        if 0 <= h < spec.h:
+            slot = (r % sh) * phase + r // sh
+            loads.append(_load(Mem.SPAD, base + slot * p + pl,
+                               x_addr + ((n * spec.h + h) * spec.w) * spec.c, spec.c, spec.w,
+                               spec.c))
+    return loads
 
 
 def _lower_packed_conv(b: _Builder, spec: ConvSpec, k: _ConvConsts, tiling: Tiling,
@@ -584,21 +623,19 @@ def _lower_packed_conv(b: _Builder, spec: ConvSpec, k: _ConvConsts, tiling: Tili
         for oh0 in range(0, spec.oh, pre.t):
             t = min(pre.t, spec.oh - oh0)
             base = (len(tiles) % pre.nbuf) * pre.spad
-            loads: list[Instr] = []
-            _fill_and_load_window(b, spec, x_addr, n, oh0 * spec.sh, spec.in_rows(t), 0,
-                                  spec.c, base, k.x_zp, loads)
+            rows_p = spec.in_rows(t)
+            # padded row r of the window goes to slot (r % sh)·ceil(rows_p / sh) + r // sh,
+            # so the rows oh·sh + i·dh of kernel row i are consecutive slots
+            phase = -(-rows_p // spec.sh)
+            loads = _load_window_by_phase(b, spec, x_addr, n, oh0 * spec.sh, rows_p, base,
+                                          phase, k.x_zp)
             stores = []
             for i in range(spec.kh):
-                src = base + i * spec.dh * p
+                r = i * spec.dh
+                src = base + ((r % spec.sh) * phase + r // spec.sh) * p
                 dst = s_addr + (n * spec.oh + oh0) * p * khc + i * spec.c
-                if spec.sh == 1:      # the t kernel rows are consecutive scratchpad rows
-                    stores.append(isa.dma_store(mem=Mem.SPAD, sram=src, dram=dst, stride=khc,
-                                                rows=t * p, cols=spec.c))
-                    continue
-                for r in range(t):
-                    stores.append(isa.dma_store(mem=Mem.SPAD, sram=src + r * spec.sh * p,
-                                                dram=dst + r * p * khc, stride=khc, rows=p,
-                                                cols=spec.c))
+                stores.append(isa.dma_store(mem=Mem.SPAD, sram=src, dram=dst, stride=khc,
+                                            rows=t * p, cols=spec.c))
             tiles.append((loads, [], stores))
     b.emit_tiles(tiles, pre.nbuf, first, False)
 
@@ -609,21 +646,20 @@ def _lower_packed_conv(b: _Builder, spec: ConvSpec, k: _ConvConsts, tiling: Tili
         wk = np.zeros((kdim, dim), np.int8)    # row (kw, kh, c), lane co
         wk[:, :ccnt] = k.dense[co0:co0 + ccnt].transpose(0, 3, 2, 1).reshape(ccnt, kdim).T
         co_plans.append((co0, ccnt, b.const(wk), _param_rows(b, k, co0, ccnt)))
-    tiles, spatial = [], 0
+    tiles, inputs = [], []
     for n in range(spec.n):
         for oh0 in range(0, spec.oh, t_max):
             t = min(t_max, spec.oh - oh0)
-            in_base = (spatial % nbuf) * tiling.spad
-            spatial += 1
-            for j_co, (co0, ccnt, w_addr, p_addr) in enumerate(co_plans):
+            in_base = (len(inputs) % nbuf) * tiling.spad
+            inputs.append([])
+            for kb, (k0, kcnt) in enumerate(kblocks):
+                for r in range(t):
+                    src = s_addr + ((n * spec.oh + oh0 + r) * p) * khc + k0
+                    inputs[-1].append(_load(Mem.SPAD, in_base + kb * in_size + r * spec.ow,
+                                            src, spec.sw * khc, spec.ow, kcnt))
+            for co0, ccnt, w_addr, p_addr in co_plans:
                 buf = len(tiles) % nbuf
                 w_base = buf * tiling.spad + len(kblocks) * in_size
-                loads: list[Instr] = []
-                for kb, (k0, kcnt) in enumerate(kblocks if j_co == 0 else ()):
-                    for r in range(t):
-                        src = s_addr + ((n * spec.oh + oh0 + r) * p) * khc + k0
-                        loads.append(_load(Mem.SPAD, in_base + kb * in_size + r * spec.ow,
-                                           src, spec.sw * khc, spec.ow, kcnt))
                 io_loads, requant, stores = _conv_tile_io(
                     b, k, spec, y_addr, (n, oh0, t), (co0, ccnt, w_addr, kdim, p_addr),
                     (w_base, w_base + kdim, buf * tiling.acc))
@@ -632,8 +668,8 @@ def _lower_packed_conv(b: _Builder, spec: ConvSpec, k: _ConvConsts, tiling: Tili
                     computes.append(isa.load_weights(src=w_base + k0, rows=kcnt))
                     computes.append(_matmul_plane(in_base + kb * in_size, buf * tiling.acc,
                                                   spec, t, 1, spec.ow))
-                tiles.append((loads + io_loads, computes + requant, stores))
-    b.emit_tiles(tiles, nbuf, False, last)
+                tiles.append((io_loads, computes + requant, stores))
+    b.emit_tiles(_with_inputs(tiles, inputs, len(co_plans), nbuf), nbuf, False, last)
 
 
 def _lower_maxpool(b: _Builder, node: Node, tiling: Tiling, x_addr: int, y_addr: int,
