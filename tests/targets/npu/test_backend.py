@@ -134,6 +134,32 @@ def test_packed_tap_conv_tiled_to_small_srams(dim):
     _assert_npu_equals_ref(graph, small, r)
 
 
+def _conv_program_report(graph: Graph):
+    exe = NpuTarget().compile(graph, CompileOptions())
+    return exe.program, exe.estimate()
+
+
+def test_packed_stem_fills_the_array_rows():
+    """A 7x7 stride-2 convolution of 3 channels: ceil(147 / 16) = 10 weight
+    blocks per output-channel block instead of 49 blocks of 3 rows."""
+    graph = _conv_graph(np.random.default_rng(5), 1, 3, 64, 64, 32, 7, 2, (3, 3, 3, 3), 1)
+    program, report = _conv_program_report(graph)
+    loads = [i for i in program.instrs if i.name == "load_weights"]
+    tiles = sum(1 for i in program.instrs if i.name == "requant_pc")
+    assert len(loads) == 10 * tiles and sum(i.rows for i in loads) == 147 * tiles
+    # in the cycle model (not timing): above 3 / 16, the most that one pass of
+    # 3 weight rows per tap could reach
+    assert sum(program.macs.values()) / (16 * 16 * report.cycles) > 0.25
+
+
+def test_3x3_conv_keeps_the_array_busy():
+    """ResNet's layer1 convolution in the cycle model: the loads of each tile
+    run under the previous tile's matmuls."""
+    graph = _conv_graph(np.random.default_rng(6), 1, 64, 56, 56, 64, 3, 1, (1, 1, 1, 1), 1)
+    program, report = _conv_program_report(graph)
+    assert sum(program.macs.values()) / (16 * 16 * report.cycles) > 0.85
+
+
 def test_many_channels_and_dilated_width_are_not_packed():
     r = np.random.default_rng(3)
     for case in [(1, 16, 8, 8, 4, 3, 1, (1, 1, 1, 1), 1), (1, 3, 6, 6, 4, 1, 1, (0,) * 4, 1)]:
