@@ -160,6 +160,19 @@ def test_3x3_conv_keeps_the_array_busy():
     assert sum(program.macs.values()) / (16 * 16 * report.cycles) > 0.85
 
 
+@pytest.mark.parametrize("case,spad", [((1, 20, 9, 9, 17, 3, 1, (1, 1, 1, 1), 1), 2304),
+                                       ((1, 3, 15, 15, 9, 7, 2, (3, 3, 3, 3), 1), 2464)])
+def test_conv_with_one_buffer(case, spad):
+    """Where two buffers do not fit, the loads of a tile follow the store of
+    the one before (and the packed-tap pass too)."""
+    r = np.random.default_rng(spad)
+    graph = _conv_graph(r, *case)
+    config = NpuConfig(dim=8, spad_bytes=spad, acc_bytes=4 * 8 * 64)
+    plan = plan_node(graph.nodes[0], config)
+    assert plan.nbuf == 1 and (plan.pre is None or plan.pre.nbuf == 1)
+    _assert_npu_equals_ref(graph, config, r)
+
+
 def test_many_channels_and_dilated_width_are_not_packed():
     r = np.random.default_rng(3)
     for case in [(1, 16, 8, 8, 4, 3, 1, (1, 1, 1, 1), 1), (1, 3, 6, 6, 4, 1, 1, (0,) * 4, 1)]:
