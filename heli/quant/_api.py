@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from heli._errors import InputError
 from heli.ir._graph import Graph
 from heli.passes import DeadCodeElimination, PassManager, default_pipeline
-from heli.quant._calibrate import Calibrator, calibrate
+from heli.quant._calibrate import Calibrator, calibrate, node_key
 from heli.quant._calibrate import channel_outputs as linear_outputs
 from heli.quant._qdq import QuantizeQDQ
 
@@ -24,6 +25,7 @@ def quantize(
     outputs: bool = False,
     residual_adds: bool = True,
     channel_outputs: bool | Callable[[str], bool] = False,
+    keep_float: Collection[str] = (),
 ) -> Graph:
     """An int8 QDQ version of ``model`` calibrated on ``samples`` (feed dicts).
 
@@ -44,6 +46,12 @@ def quantize(
     (MatMul / Gemm with constant weights) symmetrically per channel (the last
     axis), which a requantizing integer MatMul produces at no extra cost; a
     predicate on the output's name picks some of them only.
+
+    ``keep_float`` names Conv / MatMul / Gemm / residual Add nodes of the
+    optimized graph (by node name, or first output name for an unnamed node)
+    to leave in float, e.g. layers whose int8 error the model does not
+    tolerate; an integer backend then runs them on a float target.  An
+    unknown name is an error.
     """
     graph = _as_graph(model)
     if optimize:
@@ -53,13 +61,19 @@ def quantize(
 
             input_types = bind_shapes(graph, {k: tuple(v) for k, v in input_shapes.items()})
         graph = PassManager(default_pipeline(input_types)).run(graph)
+    keep = frozenset(keep_float)
+    unknown = sorted(keep - {node_key(n) for n in graph.nodes})
+    if unknown:
+        raise InputError(f"keep_float names {unknown[0]!r}, which is not a node of the "
+                         f"optimized graph (neither a node name nor a first output name).")
     per_channel: list[str] = []
     if outputs and channel_outputs:
         per_channel = [n for n in linear_outputs(graph)
                        if channel_outputs is True or channel_outputs(n)]
     ranges = calibrate(graph, samples, calibrator, outputs=outputs,
                        residual_adds=residual_adds, per_channel=per_channel)
-    graph = QuantizeQDQ(ranges, symmetric_activations, outputs, residual_adds).apply(graph)
+    graph = QuantizeQDQ(ranges, symmetric_activations, outputs, residual_adds,
+                        keep).apply(graph)
     return DeadCodeElimination().apply(graph)
 
 

@@ -8,7 +8,7 @@ ordinary run of :class:`heli.targets.ref.GraphRunner` per sample yields them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -142,13 +142,20 @@ def _float_adds(graph: Graph) -> list[Node]:
     return found
 
 
-def quantized_outputs(graph: Graph, residual_adds: bool = True) -> list[str]:
+def quantized_outputs(graph: Graph, residual_adds: bool = True,
+                      keep_float: Collection[str] = ()) -> list[str]:
     """With ``outputs=True`` quantization: the values quantized after each
     Conv / MatMul / Gemm and (with ``residual_adds``) residual Add — its
     output, or, when that is read only by a chain of Add-of-a-constant (a
-    bias), Relu or Clip, the end of that chain — except graph outputs."""
-    return _chain_ends(graph, [*quantizable_nodes(graph),
-                               *(_float_adds(graph) if residual_adds else [])])
+    bias), Relu or Clip, the end of that chain — except graph outputs and
+    the outputs of the nodes named in ``keep_float``."""
+    nodes = [*quantizable_nodes(graph), *(_float_adds(graph) if residual_adds else [])]
+    return _chain_ends(graph, [n for n in nodes if node_key(n) not in keep_float])
+
+
+def node_key(node: Node) -> str:
+    """How ``keep_float`` names a node: its name, or its first output's if it has none."""
+    return node.name or (node.outputs[0].name if node.outputs and node.outputs[0] else "")
 
 
 def channel_outputs(graph: Graph) -> list[str]:

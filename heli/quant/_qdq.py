@@ -28,7 +28,12 @@ from heli._errors import InputError
 from heli.ir._builder import GraphBuilder, rebuild
 from heli.ir._graph import Graph, Node, Value
 from heli.passes._pass import Pass
-from heli.quant._calibrate import _float_adds, quantizable_nodes, quantized_outputs
+from heli.quant._calibrate import (
+    _float_adds,
+    node_key,
+    quantizable_nodes,
+    quantized_outputs,
+)
 
 INT8_MIN, INT8_MAX = -128, 127
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
@@ -112,12 +117,18 @@ class QuantizeQDQ(Pass):
     outputs: bool = False
     #: with ``outputs``: also quantize residual Adds (their operands and output)
     residual_adds: bool = True
+    #: Conv / MatMul / Gemm / residual Add nodes left in float, by name (or
+    #: first output name, see :func:`node_key`): their operands and outputs
+    #: are not quantized for them
+    keep_float: frozenset[str] = frozenset()
 
     def apply(self, graph: Graph) -> Graph:
-        targets = {id(n) for n in quantizable_nodes(graph)}
-        adds = {id(n) for n in _float_adds(graph)} if self.outputs and self.residual_adds \
+        keep = self.keep_float
+        targets = {id(n) for n in quantizable_nodes(graph) if node_key(n) not in keep}
+        adds = {id(n) for n in _float_adds(graph) if node_key(n) not in keep} \
+            if self.outputs and self.residual_adds else set()
+        after = set(quantized_outputs(graph, self.residual_adds, keep)) if self.outputs \
             else set()
-        after = set(quantized_outputs(graph, self.residual_adds)) if self.outputs else set()
         if not targets and not adds:
             return graph
         cache: dict[str, Value] = {}  # activation name → its DequantizeLinear output

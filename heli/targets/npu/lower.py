@@ -36,6 +36,8 @@ _ALIGN = 64
 MAX_INNER = 4095          # matmul / pooling `rows` and `outer` are 12-bit
 MAX_ROWS = 65535          # DMA and vector `rows` are 16-bit
 SUPPORTED_OPS = ("QConv", "QMatMul", "QAdd", "QMaxPool", "QLut")
+#: One tile of a layer: its loads, computes and stores.
+Tile = tuple[list[Instr], list[Instr], list[Instr]]
 
 
 class NpuCompileError(TargetError):
@@ -119,12 +121,13 @@ class ConvSpec:
         return [(s, k) for s, k in _blocks(self.c, dim) if s < hi and s + k > lo]
 
 
-@dataclass
+@dataclass(frozen=True)
 class Tiling:
     t: int          # output rows (conv / pool) or matrix rows (add) per tile
     nbuf: int
     spad: int       # rows per buffer
     acc: int
+    pre: Tiling | None = None   # packed-tap convolution: the tiling of its DRAM pass
 
 
 def _choose(total: int, cfg: NpuConfig, need, what: str, cap: int) -> Tiling | str:
@@ -171,6 +174,37 @@ def _conv_need(spec: ConvSpec, dim: int):
     return need
 
 
+def packed_taps(spec: ConvSpec, dim: int) -> bool:
+    """Whether a convolution with few input channels runs on packed taps.
+
+    With ``C < DIM`` channels, one (tap, channel block) pair fills only C of
+    the array's DIM weight rows.  Packing instead puts a whole receptive
+    field, ``K = KH·KW·C`` values in (kw, kh, c) order, in K consecutive lanes
+    of ``ceil(K / DIM)`` scratchpad rows per output pixel (im2col), so that
+    every weight block but the last uses all DIM rows.  It pays when it at
+    least saves a third of the array passes; it needs ``dw = 1`` (a kernel
+    row's pixels contiguous) and no groups.
+    """
+    if spec.group != 1 or spec.dw != 1 or spec.c >= dim:
+        return False
+    return 3 * -(-spec.kh * spec.kw * spec.c // dim) <= 2 * spec.kh * spec.kw
+
+
+def _packed_need(spec: ConvSpec, dim: int):
+    k = spec.kh * spec.kw * spec.c
+
+    def need(t: int) -> tuple[int, int]:
+        out = t * spec.ow
+        return -(-k // dim) * out + k + out, out + 2
+    return need
+
+
+def _stack_need(spec: ConvSpec):
+    def need(t: int) -> tuple[int, int]:
+        return -(-spec.in_rows(t) // spec.sh) * spec.sh * spec.pitch, 0
+    return need
+
+
 def _pool_need(spec: ConvSpec):
     def need(t: int) -> tuple[int, int]:
         return spec.in_rows(t) * spec.pitch + t * spec.ow, 0
@@ -193,6 +227,11 @@ def plan_node(node: Node, cfg: NpuConfig) -> Tiling | str:
         spec = conv_spec(node)
         if spec.ow > MAX_INNER or spec.sw > 255 or spec.sh * spec.pitch > 65535:
             return f"the output rows ({spec.ow} pixels) are too wide for one matmul"
+        if packed_taps(spec, cfg.dim):
+            main = _choose(spec.oh, cfg, _packed_need(spec, cfg.dim), label, MAX_INNER)
+            pre = _choose(spec.oh, cfg, _stack_need(spec), label, MAX_INNER)
+            if isinstance(main, Tiling) and isinstance(pre, Tiling):
+                return Tiling(main.t, main.nbuf, main.spad, main.acc, pre)
         return _choose(spec.oh, cfg, _conv_need(spec, cfg.dim), label, MAX_INNER)
     if name == "QMaxPool":
         n, c, h, w = shapes[0]
@@ -231,12 +270,21 @@ class Program:
 
 
 class _Builder:
-    def __init__(self, cfg: NpuConfig) -> None:
+    """Collects a segment's instructions and constants; ``scratch`` allocates
+    DRAM working space that lies after the tensors (at ``scratch_base``)."""
+
+    def __init__(self, cfg: NpuConfig, scratch_base: int = 0) -> None:
         self.cfg, self.dim = cfg, cfg.dim
         self.instrs: list[Instr] = []
         self.blobs: list[tuple[int, bytes]] = []
         self.top = 0
+        self.scratch_base, self.scratch_top = scratch_base, 0
         self.fills: dict[int, int] = {}
+
+    def scratch(self, nbytes: int) -> int:
+        addr = self.scratch_base + self.scratch_top
+        self.scratch_top += -(-max(nbytes, 1) // _ALIGN) * _ALIGN
+        return addr
 
     def alloc(self, nbytes: int) -> int:
         addr = self.top
@@ -255,26 +303,74 @@ class _Builder:
             self.fills[value] = self.const(np.full(self.dim, value, np.int8))
         return self.fills[value]
 
-    def emit_tiles(self, tiles: list[tuple[list[Instr], list[Instr], list[Instr]]],
+    def emit_tiles(self, tiles: list[Tile],
                    nbuf: int, first_layer: bool, last_layer: bool) -> None:
+        """Appends a layer's tiles (loads, computes, stores), synchronized by
+        tokens.
+
+        Fetch dispatches in program order and stalls on a full queue, so the
+        order decides how far the queues run ahead of each other.  With two
+        buffers the loads of tile t + 1 are merged into the computes of tile
+        t by estimated start time (:func:`_merge`), so neither the DMA nor the
+        array waits for fetch; the stores of tile t follow both (they wait
+        for its computes).  With one buffer the loads of tile t + 1 wait for
+        the store of tile t, so they come after it.
+        """
         L, C, S = Queue.LOAD, Queue.COMPUTE, Queue.STORE
         out = self.instrs
         if not first_layer:
             out.append(isa.wait(queue=L, src=S))
-        for t, (loads, computes, stores) in enumerate(tiles):
-            if t >= nbuf:
-                out.append(isa.wait(queue=L, src=S))
-            out.extend(loads)
-            out.append(isa.push(queue=L, dst=C))
-            out.append(isa.wait(queue=C, src=L))
-            out.extend(computes)
-            out.append(isa.push(queue=C, dst=S))
+        ahead = nbuf - 1
+
+        def loads(t: int) -> list[Instr]:
+            head = [isa.wait(queue=L, src=S)] if t >= nbuf else []
+            return [*head, *tiles[t][0], isa.push(queue=L, dst=C)]
+
+        for t in range(min(ahead, len(tiles))):
+            out.extend(loads(t))
+        for t, (_, computes, stores) in enumerate(tiles):
+            work = [isa.wait(queue=C, src=L), *computes, isa.push(queue=C, dst=S)]
+            if ahead == 0:
+                out.extend(loads(t) + work)
+            elif t + ahead < len(tiles):
+                out.extend(_merge(self.cfg, loads(t + ahead), work))
+            else:
+                out.extend(work)
             out.append(isa.wait(queue=S, src=C))
             out.extend(stores)
             if t + nbuf < len(tiles):
                 out.append(isa.push(queue=S, dst=L))
         if not last_layer:
             out.append(isa.push(queue=S, dst=L))
+
+
+def _cost(cfg: NpuConfig, ins: Instr) -> int:
+    """A rough duration of ``ins`` in cycles, only to order the program (the
+    cycle model in ``cycles.py`` is the real estimate)."""
+    if ins.name in ("dma_load", "dma_store"):
+        size = 4 if ins.mem == Mem.ACC else 1
+        return cfg.dma_latency + ins.rows * ins.cols * size // cfg.dram_bytes_per_cycle
+    if ins.name == "load_weights":
+        return cfg.dim
+    if ins.name in ("push", "wait", "lut_load"):
+        return 1
+    return getattr(ins, "rows", 1) * getattr(ins, "outer", 1)
+
+
+def _merge(cfg: NpuConfig, a: list[Instr], b: list[Instr]) -> list[Instr]:
+    """Two instruction streams for different queues, interleaved by the
+    estimated start of each instruction within its own stream."""
+    out, i, j, ta, tb = [], 0, 0, 0, 0
+    while i < len(a) or j < len(b):
+        if j == len(b) or (i < len(a) and ta <= tb):
+            out.append(a[i])
+            ta += _cost(cfg, a[i])
+            i += 1
+        else:
+            out.append(b[j])
+            tb += _cost(cfg, b[j])
+            j += 1
+    return out
 
 
 def _load(mem, sram, dram, stride, rows, cols) -> Instr:
@@ -304,9 +400,23 @@ def _fill_and_load_window(b: _Builder, spec: ConvSpec, x_addr: int, n: int, ih0:
                                spec.w, ccnt))
 
 
-def _lower_conv(b: _Builder, node: Node, graph: Graph, tiling: Tiling, x_addr: int,
-                y_addr: int, first: bool, last: bool) -> int:
-    dim, spec = b.dim, conv_spec(node)
+@dataclass(frozen=True)
+class _ConvConsts:
+    """What a QConv / QMatMul needs besides its input: dense weights
+    ``(CO, C, KH, KW)``, the bias with the input zero point folded in, the
+    per-channel requantization and the output clamp."""
+
+    dense: np.ndarray
+    bias: np.ndarray
+    mult: np.ndarray
+    shift: np.ndarray
+    x_zp: int
+    zp: int
+    lo: int
+    hi: int
+
+
+def _conv_consts(node: Node, graph: Graph, spec: ConvSpec) -> _ConvConsts:
     consts = graph.constants
     w = consts.get(node.inputs[1].name)
     bias = consts.get(node.inputs[2].name) if len(node.inputs) > 2 and node.inputs[2] else None
@@ -327,12 +437,67 @@ def _lower_conv(b: _Builder, node: Node, graph: Graph, tiling: Tiling, x_addr: i
     b_full = np.zeros(spec.co, np.int64) if bias is None else bias.astype(np.int64)
     # z_x folds into the bias: sum (x - z_x) w = sum x w - z_x sum w
     b_full = wrap_int32(b_full - x_zp * dense.sum(axis=(1, 2, 3)))
-    zp, lo, hi = node.attr("y_zero_point"), node.attr("lo"), node.attr("hi")
+    return _ConvConsts(dense, b_full, mult, shift, x_zp, node.attr("y_zero_point"),
+                       node.attr("lo"), node.attr("hi"))
 
+
+def _param_rows(b: _Builder, k: _ConvConsts, co0: int, ccnt: int) -> int:
+    """DRAM address of the bias, multiplier and shift rows of one channel block."""
+    rows3 = np.zeros((3, b.dim), np.int32)
+    rows3[0, :ccnt], rows3[1, :ccnt] = k.bias[co0:co0 + ccnt], k.mult[co0:co0 + ccnt]
+    rows3[2, :ccnt] = k.shift[co0:co0 + ccnt]
+    return b.const(rows3.astype("<i4"))
+
+
+def _conv_tile_io(b: _Builder, k: _ConvConsts, spec: ConvSpec, y_addr: int,
+                  at: tuple[int, int, int], block: tuple[int, int, int, int, int],
+                  bases: tuple[int, int, int]) -> tuple[list[Instr], list[Instr], list[Instr]]:
+    """The loads of a tile's weights, bias and requantization rows, the
+    requantization and the store of its outputs: the tile is output rows
+    ``oh0 .. oh0+t-1`` of image n (``at``), output channels ``co0 ..
+    co0+ccnt-1`` with ``wrows`` weight rows at ``w_addr`` and parameter rows
+    at ``p_addr`` (``block``); weights, outputs and accumulators at ``bases``."""
+    n, oh0, t = at
+    co0, ccnt, w_addr, wrows, p_addr = block
+    w_base, o_base, a_base = bases
+    out_rows = t * spec.ow
+    acc_par = a_base + out_rows
+    loads = [_load(Mem.SPAD, w_base, w_addr, b.dim, wrows, b.dim),
+             _load(Mem.ACC, a_base, p_addr, 0, out_rows, b.dim),
+             _load(Mem.ACC, acc_par, p_addr + 4 * b.dim, 4 * b.dim, 2, b.dim)]
+    computes = [isa.requant_pc(src=a_base, dst=o_base, rows=out_rows, params=acc_par,
+                               zp=k.zp, lo=k.lo, hi=k.hi)]
+    dst = y_addr + ((n * spec.oh + oh0) * spec.ow) * spec.co + co0
+    stores = [isa.dma_store(mem=Mem.SPAD, sram=o_base, dram=dst, stride=spec.co,
+                            rows=out_rows, cols=ccnt)]
+    return loads, computes, stores
+
+
+def _matmul_plane(a: int, c: int, spec: ConvSpec, t: int, a_stride: int,
+                  a_ostride: int) -> Instr:
+    """One weight block applied to t output rows of OW pixels."""
+    contiguous = a_stride == 1 and a_ostride == spec.ow
+    if contiguous and t * spec.ow <= MAX_INNER:
+        return isa.matmul(a=a, c=c, rows=t * spec.ow, acc=1)
+    return isa.matmul(a=a, a_stride=a_stride, a_ostride=a_ostride, c=c, c_ostride=spec.ow,
+                      rows=spec.ow, outer=t, acc=1)
+
+
+def _lower_conv(b: _Builder, node: Node, graph: Graph, tiling: Tiling, x_addr: int,
+                y_addr: int, first: bool, last: bool) -> int:
+    dim, spec = b.dim, conv_spec(node)
+    k = _conv_consts(node, graph, spec)
+    taps = spec.kh * spec.kw
+    # the op's own MACs (the array does more: padded lanes, group-sparse blocks)
+    macs = spec.n * spec.oh * spec.ow * spec.co * (spec.c // spec.group) * taps
+    if tiling.pre is not None:
+        _lower_packed_conv(b, spec, k, tiling, x_addr, y_addr, first, last)
+        return macs
+    dense = k.dense
     t_max, nbuf = tiling.t, tiling.nbuf
-    p, taps = spec.pitch, spec.kh * spec.kw
+    p = spec.pitch
     need = _conv_need(spec, dim)
-    nci_max = max(len(spec.ci_blocks_for(s, k, dim)) for s, k in _blocks(spec.co, dim))
+    nci_max = max(len(spec.ci_blocks_for(s, c, dim)) for s, c in _blocks(spec.co, dim))
     in_size = spec.in_rows(t_max) * p
     wrows_max = need(t_max)[0] - nci_max * in_size - t_max * spec.ow
     co_plans = []
@@ -345,75 +510,166 @@ def _lower_conv(b: _Builder, node: Node, graph: Graph, tiling: Tiling, x_addr: i
                     blk = np.zeros((kcnt, dim), np.int8)
                     blk[:, :ccnt] = dense[co0:co0 + ccnt, ci0:ci0 + kcnt, i, j].T
                     wblk.append(blk)
-        w_addr = b.const(np.concatenate(wblk))
-        rows3 = np.zeros((3, dim), np.int32)
-        rows3[0, :ccnt], rows3[1, :ccnt] = b_full[co0:co0 + ccnt], mult[co0:co0 + ccnt]
-        rows3[2, :ccnt] = shift[co0:co0 + ccnt]
-        co_plans.append((co0, ccnt, ci_blocks, w_addr, b.const(rows3.astype("<i4"))))
+        co_plans.append((co0, ccnt, ci_blocks, b.const(np.concatenate(wblk)),
+                         _param_rows(b, k, co0, ccnt)))
 
-    contiguous = spec.sw == 1 and spec.sh * p == spec.ow
-    tiles = []
-    # the op's own MACs (the array does more: padded lanes, group-sparse blocks)
-    macs = spec.n * spec.oh * spec.ow * spec.co * (spec.c // spec.group) * taps
-    # The input window of a spatial tile is loaded once, with the first output
-    # channel block, into the input region of buffer (spatial tile % nbuf), and
-    # read by every channel block; weights, accumulators and outputs use buffer
-    # (tile % nbuf).  A tile waits for the store of tile - nbuf, which follows
-    # every compute of spatial tile - nbuf, so both regions are free in time.
-    spatial = 0
+    tiles, inputs = [], []
+    # The input window of a spatial tile is loaded once into the input region
+    # of buffer (spatial tile % nbuf) and read by every channel block (see
+    # _with_inputs); weights, accumulators and outputs use buffer (tile % nbuf).
     all_ci = _blocks(spec.c, dim)
     for n in range(spec.n):
         for oh0 in range(0, spec.oh, t_max):
             t = min(t_max, spec.oh - oh0)
-            out_rows = t * spec.ow
-            in_base = (spatial % nbuf) * tiling.spad
-            spatial += 1
-            for j_co, (co0, ccnt, ci_blocks, w_addr, p_addr) in enumerate(co_plans):
+            in_base = (len(inputs) % nbuf) * tiling.spad
+            inputs.append([])
+            for kb, (ci0, kcnt) in enumerate(all_ci if spec.group == 1 else ()):
+                _fill_and_load_window(b, spec, x_addr, n, oh0 * spec.sh, spec.in_rows(t), ci0,
+                                      kcnt, in_base + kb * in_size, k.x_zp, inputs[-1])
+            for co0, ccnt, ci_blocks, w_addr, p_addr in co_plans:
                 buf = len(tiles) % nbuf
                 s_base = buf * tiling.spad
-                a_base = buf * tiling.acc
                 w_base = s_base + nci_max * in_size
-                o_base = w_base + wrows_max
-                acc_out, acc_par = a_base, a_base + out_rows
+                a_base = buf * tiling.acc
                 loads: list[Instr] = []
-                if j_co == 0:
-                    for k, (ci0, kcnt) in enumerate(all_ci if spec.group == 1 else ()):
-                        _fill_and_load_window(b, spec, x_addr, n, oh0 * spec.sh,
-                                              spec.in_rows(t), ci0, kcnt,
-                                              in_base + k * in_size, x_zp, loads)
                 if spec.group != 1:   # grouped: each block loads its own channels
                     in_base = s_base
-                    for k, (ci0, kcnt) in enumerate(ci_blocks):
+                    for kb, (ci0, kcnt) in enumerate(ci_blocks):
                         _fill_and_load_window(b, spec, x_addr, n, oh0 * spec.sh,
                                               spec.in_rows(t), ci0, kcnt,
-                                              in_base + k * in_size, x_zp, loads)
-                wrows = taps * sum(k for _, k in ci_blocks)
-                loads.append(_load(Mem.SPAD, w_base, w_addr, dim, wrows, dim))
-                loads.append(_load(Mem.ACC, acc_out, p_addr, 0, out_rows, dim))
-                loads.append(_load(Mem.ACC, acc_par, p_addr + 4 * dim, 4 * dim, 2, dim))
+                                              in_base + kb * in_size, k.x_zp, loads)
+                wrows = taps * sum(c for _, c in ci_blocks)
+                # the outputs follow the largest weight block, as need() counts
+                io_loads, requant, stores = _conv_tile_io(
+                    b, k, spec, y_addr, (n, oh0, t), (co0, ccnt, w_addr, wrows, p_addr),
+                    (w_base, w_base + wrows_max, a_base))
                 computes: list[Instr] = []
                 wrow = w_base
                 for i in range(spec.kh):
                     for j in range(spec.kw):
-                        for k, (_, kcnt) in enumerate(ci_blocks):
+                        for kb, (_, kcnt) in enumerate(ci_blocks):
                             computes.append(isa.load_weights(src=wrow, rows=kcnt))
                             wrow += kcnt
-                            a = in_base + k * in_size + i * spec.dh * p + j * spec.dw
-                            if contiguous and out_rows <= MAX_INNER:
-                                computes.append(isa.matmul(a=a, c=acc_out, rows=out_rows,
-                                                           acc=1))
-                            else:
-                                computes.append(isa.matmul(
-                                    a=a, a_stride=spec.sw, a_ostride=spec.sh * p, c=acc_out,
-                                    c_ostride=spec.ow, rows=spec.ow, outer=t, acc=1))
-                computes.append(isa.requant_pc(src=acc_out, dst=o_base, rows=out_rows,
-                                               params=acc_par, zp=zp, lo=lo, hi=hi))
-                dst = y_addr + ((n * spec.oh + oh0) * spec.ow) * spec.co + co0
-                stores = [isa.dma_store(mem=Mem.SPAD, sram=o_base, dram=dst, stride=spec.co,
-                                        rows=out_rows, cols=ccnt)]
-                tiles.append((loads, computes, stores))
-    b.emit_tiles(tiles, nbuf, first, last)
+                            a = in_base + kb * in_size + i * spec.dh * p + j * spec.dw
+                            computes.append(_matmul_plane(a, a_base, spec, t, spec.sw,
+                                                          spec.sh * p))
+                tiles.append((loads + io_loads, computes + requant, stores))
+    b.emit_tiles(_with_inputs(tiles, inputs, len(co_plans), nbuf), nbuf, first, last)
     return macs
+
+
+def _with_inputs(tiles: list[Tile], inputs: list[list[Instr]], nco: int, nbuf: int) -> list[Tile]:
+    """The tiles (``nco`` output-channel blocks per spatial tile) with the
+    input loads of each spatial tile added.
+
+    Spatial tile s's input goes to region s % nbuf.  With two buffers and at
+    least two channel blocks, it is loaded in pieces by the tiles of spatial
+    tile s - 1 but its first, so that it streams in under all their matmuls
+    (a single load with the first channel block would have only one tile's
+    matmuls to hide under).  That is safe: tile (s - 1, j >= 1) waits for the
+    store of the tile two before it, which follows every compute of spatial
+    tile s - 2, the last reader of the region.  Otherwise the first channel
+    block of spatial tile s loads it.
+    """
+    out = [(list(ld), c, st) for ld, c, st in tiles]
+    for s, loads in enumerate(inputs):
+        if nbuf < 2 or nco < 2 or s == 0:
+            out[s * nco] = (loads + out[s * nco][0], *out[s * nco][1:])
+            continue
+        for j in range(1, nco):
+            lo, hi = len(loads) * (j - 1) // (nco - 1), len(loads) * j // (nco - 1)
+            tile = out[(s - 1) * nco + j]
+            out[(s - 1) * nco + j] = (tile[0] + loads[lo:hi], *tile[1:])
+    return out
+
+
+def _load_window_by_phase(b: _Builder, spec: ConvSpec, x_addr: int, n: int, ih0: int,
+                          rows_p: int, base: int, phase: int, pad_value: int) -> list[Instr]:
+    """Loads padded input rows ih0 .. ih0+rows_p-1 (all channels, pitch P) with
+    row r at slot (r % sh)·phase + r // sh, the padding holding ``pad_value``."""
+    pt, pl = spec.pads[0], spec.pads[1]
+    p, sh = spec.pitch, spec.sh
+    loads = [_load(Mem.SPAD, base, b.fill_row(pad_value), 0, (sh * phase) * p, spec.c)]
+    for r in range(rows_p):
+        h = ih0 + r - pt
+        if 0 <= h < spec.h:
+            slot = (r % sh) * phase + r // sh
+            loads.append(_load(Mem.SPAD, base + slot * p + pl,
+                               x_addr + ((n * spec.h + h) * spec.w) * spec.c, spec.c, spec.w,
+                               spec.c))
+    return loads
+
+
+def _lower_packed_conv(b: _Builder, spec: ConvSpec, k: _ConvConsts, tiling: Tiling,
+                       x_addr: int, y_addr: int, first: bool, last: bool) -> None:
+    """A convolution on packed taps (see :func:`packed_taps`), in two passes.
+
+    The first pass stacks the kernel rows into a DRAM scratch tensor ``S``:
+    ``S[n, oh, w, (kh, c)] = Xpad[n, oh·sh + kh·dh, w, c]`` for every padded
+    column ``w``, so that the receptive field of output pixel (oh, ow) is the
+    ``K = KW·KH·C`` consecutive bytes of ``S[n, oh]`` from column ``ow·sw``.
+    The second pass DMAs K-block ``kb`` of the OW pixels of an output row
+    straight into lanes 0.. of consecutive scratchpad rows (DRAM stride
+    ``sw·KH·C``), and runs one ``matmul`` per K block on the whole tile.
+    """
+    dim, p = b.dim, spec.pitch
+    khc = spec.kh * spec.c
+    kdim = spec.kw * khc
+    kblocks = _blocks(kdim, dim)
+    s_addr = b.scratch(spec.n * spec.oh * p * khc)
+
+    pre, tiles = tiling.pre, []
+    for n in range(spec.n):
+        for oh0 in range(0, spec.oh, pre.t):
+            t = min(pre.t, spec.oh - oh0)
+            base = (len(tiles) % pre.nbuf) * pre.spad
+            rows_p = spec.in_rows(t)
+            # padded row r of the window goes to slot (r % sh)·ceil(rows_p / sh) + r // sh,
+            # so the rows oh·sh + i·dh of kernel row i are consecutive slots
+            phase = -(-rows_p // spec.sh)
+            loads = _load_window_by_phase(b, spec, x_addr, n, oh0 * spec.sh, rows_p, base,
+                                          phase, k.x_zp)
+            stores = []
+            for i in range(spec.kh):
+                r = i * spec.dh
+                src = base + ((r % spec.sh) * phase + r // spec.sh) * p
+                dst = s_addr + (n * spec.oh + oh0) * p * khc + i * spec.c
+                stores.append(isa.dma_store(mem=Mem.SPAD, sram=src, dram=dst, stride=khc,
+                                            rows=t * p, cols=spec.c))
+            tiles.append((loads, [], stores))
+    b.emit_tiles(tiles, pre.nbuf, first, False)
+
+    t_max, nbuf = tiling.t, tiling.nbuf
+    in_size = t_max * spec.ow
+    co_plans = []
+    for co0, ccnt in _blocks(spec.co, dim):
+        wk = np.zeros((kdim, dim), np.int8)    # row (kw, kh, c), lane co
+        wk[:, :ccnt] = k.dense[co0:co0 + ccnt].transpose(0, 3, 2, 1).reshape(ccnt, kdim).T
+        co_plans.append((co0, ccnt, b.const(wk), _param_rows(b, k, co0, ccnt)))
+    tiles, inputs = [], []
+    for n in range(spec.n):
+        for oh0 in range(0, spec.oh, t_max):
+            t = min(t_max, spec.oh - oh0)
+            in_base = (len(inputs) % nbuf) * tiling.spad
+            inputs.append([])
+            for kb, (k0, kcnt) in enumerate(kblocks):
+                for r in range(t):
+                    src = s_addr + ((n * spec.oh + oh0 + r) * p) * khc + k0
+                    inputs[-1].append(_load(Mem.SPAD, in_base + kb * in_size + r * spec.ow,
+                                            src, spec.sw * khc, spec.ow, kcnt))
+            for co0, ccnt, w_addr, p_addr in co_plans:
+                buf = len(tiles) % nbuf
+                w_base = buf * tiling.spad + len(kblocks) * in_size
+                io_loads, requant, stores = _conv_tile_io(
+                    b, k, spec, y_addr, (n, oh0, t), (co0, ccnt, w_addr, kdim, p_addr),
+                    (w_base, w_base + kdim, buf * tiling.acc))
+                computes: list[Instr] = []
+                for kb, (k0, kcnt) in enumerate(kblocks):
+                    computes.append(isa.load_weights(src=w_base + k0, rows=kcnt))
+                    computes.append(_matmul_plane(in_base + kb * in_size, buf * tiling.acc,
+                                                  spec, t, 1, spec.ow))
+                tiles.append((io_loads, computes + requant, stores))
+    b.emit_tiles(_with_inputs(tiles, inputs, len(co_plans), nbuf), nbuf, False, last)
 
 
 def _lower_maxpool(b: _Builder, node: Node, tiling: Tiling, x_addr: int, y_addr: int,
@@ -545,11 +801,12 @@ def lower(graph: Graph, cfg: NpuConfig) -> Program:
         rows, c = matrix_shape(shape)
         tensors[v.name] = (top, shape)
         top += -(-max(rows * c, 1) // _ALIGN) * _ALIGN
-    b = _Builder(cfg)
+    b = _Builder(cfg, scratch_base=top)
     layers: list[tuple[int, int, str]] = []
     macs: dict[str, int] = {}
     _lower_layers(b, graph, plans, {k: a for k, (a, _) in tensors.items()}, layers, macs)
-    assert b.top == sizing.top
+    assert b.top == sizing.top and b.scratch_top == sizing.scratch_top
+    top += b.scratch_top
     b.instrs.append(isa.halt())
     image = np.zeros(b.top, np.uint8)
     for addr, raw in b.blobs:

@@ -11,7 +11,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import heli
-from heli._errors import UnsupportedError
+from heli._errors import InputError, UnsupportedError
 from heli.ir._builder import GraphBuilder
 from heli.ir._graph import Graph
 from heli.ir._ops import get_op
@@ -21,7 +21,7 @@ from heli.passes import QdqToInt
 from heli.quant import quantize
 from heli.target import CompileOptions
 from heli.targets.npu import NpuConfig
-from heli.targets.npu.lower import NpuCompileError
+from heli.targets.npu.lower import NpuCompileError, plan_node
 from heli.targets.npu.target import NpuTarget
 from heli.targets.ref import RefTarget
 
@@ -103,6 +103,82 @@ def test_conv_bit_exact(dim, case):
     r = np.random.default_rng(hash(case) % 2**32 + dim)
     *shape, dil = case
     _assert_npu_equals_ref(_conv_graph(r, *shape, dil=dil), NpuConfig(dim=dim), r)
+
+
+PACKED_CASES = [  # few input channels: the taps are packed into the K dimension
+    (1, 3, 7, 9, 5, 3, 1, (1, 1, 1, 1), 1, 1),
+    (2, 3, 19, 17, 21, 7, 2, (3, 2, 3, 1), 1, 1),     # a ResNet-like stem, batch 2
+    (1, 4, 12, 10, 6, 5, 3, (0, 2, 1, 2), 1, 1),
+    (1, 2, 9, 9, 3, 3, 1, (0, 0, 0, 0), 1, 1),        # no padding
+]
+
+
+@pytest.mark.parametrize("dim", DIMS)
+@pytest.mark.parametrize("case", PACKED_CASES, ids=lambda c: "x".join(map(str, c[:6])))
+def test_packed_tap_conv_bit_exact(dim, case):
+    r = np.random.default_rng(hash(case) % 2**32 + dim)
+    *shape, dil = case
+    graph = _conv_graph(r, *shape, dil=dil)
+    plan = plan_node(graph.nodes[0], NpuConfig(dim=dim))
+    assert plan.pre is not None
+    _assert_npu_equals_ref(graph, NpuConfig(dim=dim), r)
+
+
+@pytest.mark.parametrize("dim", DIMS)
+def test_packed_tap_conv_tiled_to_small_srams(dim):
+    r = np.random.default_rng(dim + 7)
+    small = NpuConfig(dim=dim, spad_bytes=dim * 400, acc_bytes=4 * dim * 40)
+    graph = _conv_graph(r, 2, 3, 21, 18, 19, 7, 2, (3, 3, 3, 3), 1, bias=False)
+    plan = plan_node(graph.nodes[0], small)
+    assert plan.pre is not None and plan.t < 11 and plan.pre.t < 11
+    _assert_npu_equals_ref(graph, small, r)
+
+
+def _conv_program_report(graph: Graph):
+    exe = NpuTarget().compile(graph, CompileOptions())
+    return exe.program, exe.estimate()
+
+
+def test_packed_stem_fills_the_array_rows():
+    """A 7x7 stride-2 convolution of 3 channels: ceil(147 / 16) = 10 weight
+    blocks per output-channel block instead of 49 blocks of 3 rows."""
+    graph = _conv_graph(np.random.default_rng(5), 1, 3, 64, 64, 32, 7, 2, (3, 3, 3, 3), 1)
+    program, report = _conv_program_report(graph)
+    loads = [i for i in program.instrs if i.name == "load_weights"]
+    tiles = sum(1 for i in program.instrs if i.name == "requant_pc")
+    assert len(loads) == 10 * tiles and sum(i.rows for i in loads) == 147 * tiles
+    # in the cycle model (not timing): above 3 / 16, the most that one pass of
+    # 3 weight rows per tap could reach
+    assert sum(program.macs.values()) / (16 * 16 * report.cycles) > 0.25
+
+
+def test_3x3_conv_keeps_the_array_busy():
+    """ResNet's layer1 convolution in the cycle model: the loads of each tile
+    run under the previous tile's matmuls."""
+    graph = _conv_graph(np.random.default_rng(6), 1, 64, 56, 56, 64, 3, 1, (1, 1, 1, 1), 1)
+    program, report = _conv_program_report(graph)
+    assert sum(program.macs.values()) / (16 * 16 * report.cycles) > 0.85
+
+
+@pytest.mark.parametrize("case,spad", [((1, 20, 9, 9, 17, 3, 1, (1, 1, 1, 1), 1), 2304),
+                                       ((1, 3, 15, 15, 9, 7, 2, (3, 3, 3, 3), 1), 2464)])
+def test_conv_with_one_buffer(case, spad):
+    """Where two buffers do not fit, the loads of a tile follow the store of
+    the one before (and the packed-tap pass too)."""
+    r = np.random.default_rng(spad)
+    graph = _conv_graph(r, *case)
+    config = NpuConfig(dim=8, spad_bytes=spad, acc_bytes=4 * 8 * 64)
+    plan = plan_node(graph.nodes[0], config)
+    assert plan.nbuf == 1 and (plan.pre is None or plan.pre.nbuf == 1)
+    _assert_npu_equals_ref(graph, config, r)
+
+
+def test_many_channels_and_dilated_width_are_not_packed():
+    r = np.random.default_rng(3)
+    for case in [(1, 16, 8, 8, 4, 3, 1, (1, 1, 1, 1), 1), (1, 3, 6, 6, 4, 1, 1, (0,) * 4, 1)]:
+        assert plan_node(_conv_graph(r, *case).nodes[0], NpuConfig()).pre is None
+    dilated = _conv_graph(r, 1, 3, 9, 9, 4, 3, 1, (2, 2, 2, 2), 1, dil=2)
+    assert plan_node(dilated.nodes[0], NpuConfig()).pre is None
 
 
 @pytest.mark.parametrize("dim", DIMS)
@@ -197,6 +273,23 @@ def test_qdq_to_int_fuses_the_chains(quantized):
     want = heli.compile(qdq, "ref").run(samples[0])["y"]
     got = heli.compile(graph, "ref").run(samples[0])["y"]
     np.testing.assert_allclose(got, want, atol=0.05 * np.abs(want).max())
+
+
+def test_keep_float_leaves_a_layer_for_ref():
+    r = np.random.default_rng(2)
+    samples = [{"x": r.standard_normal((2, 3, 8, 8)).astype(np.float32)} for _ in range(2)]
+    qdq = quantize(_tiny_cnn(), samples, outputs=True, keep_float=["c3"])  # an output name
+    graph = QdqToInt().apply(qdq)
+    ops = [n.op.qualname for n in graph.nodes]
+    assert ops.count("Conv") == 1 and ops.count("heli:QConv") == 3
+    (conv,) = [n for n in graph.nodes if n.op.qualname == "Conv"]
+    assert conv.outputs[0].name == "c3"   # not quantized: the Relu after it runs in float
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", heli.FallbackWarning)
+        got = heli.compile(graph, target="npu", fallback=("ref",)).run(samples[0])["y"]
+    np.testing.assert_array_equal(got, heli.compile(graph, "ref").run(samples[0])["y"])
+    with pytest.raises(InputError, match="keep_float names 'nope'"):
+        quantize(_tiny_cnn(), samples, keep_float=["nope"])
 
 
 def test_quantized_cnn_on_npu_with_fallback_equals_ref(quantized):

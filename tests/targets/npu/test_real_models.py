@@ -221,16 +221,85 @@ PAGE_LINES = ("Invoice 2024-06-01", "Total 42.50 EUR", "Heli compiler", "Zurich 
               "hello world", "MobileNet layer 7")
 
 
-def det_page(seed: int) -> np.ndarray:
-    """A 320x320 page of 8 rendered text lines, in DB's ImageNet normalization."""
+def page_image(seed: int) -> np.ndarray:
+    """A 320x320 RGB page (uint8) of 8 rendered text lines in font sizes 16..25."""
     from heli.testing import render_text
 
     r = np.random.default_rng(seed)
     rows = [render_text(PAGE_LINES[(seed + k) % len(PAGE_LINES)], height=40, width=320,
                         font_size=int(r.integers(16, 26))) for k in range(8)]
-    x = np.concatenate(rows, 0).astype(np.float32) / 255.0
+    return np.concatenate(rows, 0)
+
+
+def det_page(seed: int) -> np.ndarray:
+    """:func:`page_image` in DB's ImageNet normalization (NCHW float32)."""
+    x = page_image(seed).astype(np.float32) / 255.0
     x = (x - np.float32([0.485, 0.456, 0.406])) / np.float32([0.229, 0.224, 0.225])
     return np.ascontiguousarray(x.transpose(2, 0, 1)[None], np.float32)
+
+
+def components(mask: np.ndarray) -> np.ndarray:
+    """Connected components (4-neighbours) of a boolean image: each pixel of
+    the mask labelled with the smallest flat index in its component."""
+    h, w = mask.shape
+    outside = h * w
+    labels = np.where(mask, np.arange(h * w).reshape(h, w), outside)
+    while True:
+        new = labels.copy()
+        new[1:] = np.minimum(new[1:], labels[:-1])
+        new[:-1] = np.minimum(new[:-1], labels[1:])
+        new[:, 1:] = np.minimum(new[:, 1:], labels[:, :-1])
+        new[:, :-1] = np.minimum(new[:, :-1], labels[:, 1:])
+        flat = np.where(mask, new, outside).reshape(-1)
+        inside = flat < outside
+        flat[inside] = flat[flat[inside]]          # pointer jumping
+        new = flat.reshape(h, w)
+        if np.array_equal(new, labels):
+            return labels
+        labels = new
+
+
+def text_boxes(prob: np.ndarray, thresh: float = 0.3, box_thresh: float = 0.6,
+               unclip: float = 1.5) -> list[tuple[int, int, int, int]]:
+    """DB post-processing with axis-aligned boxes: the components of
+    ``prob > thresh`` whose mean probability reaches ``box_thresh``, each
+    bounding box grown by ``area · unclip / perimeter`` (as DB's unclip),
+    as sorted (top, left, bottom, right)."""
+    mask = prob > thresh
+    labels = components(mask)
+    height, width = prob.shape
+    boxes = []
+    for label in np.unique(labels[mask]):
+        ys, xs = np.nonzero(labels == label)
+        if ys.size < 10 or prob[ys, xs].mean() < box_thresh:
+            continue
+        y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+        grow = (y1 - y0) * (x1 - x0) * unclip / (2 * ((y1 - y0) + (x1 - x0)))
+        boxes.append((max(round(y0 - grow), 0), max(round(x0 - grow), 0),
+                      min(round(y1 + grow), height), min(round(x1 + grow), width)))
+    return sorted(boxes)
+
+
+def box_iou(a: tuple[int, ...], b: tuple[int, ...]) -> float:
+    inter = (max(0, min(a[2], b[2]) - max(a[0], b[0]))
+             * max(0, min(a[3], b[3]) - max(a[1], b[1])))
+    area = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1])
+    return inter / (area - inter)
+
+
+def rec_crop(image: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """The box of the page scaled to height 48 on a white 48x320 line, as the
+    recognition model's input."""
+    from PIL import Image
+
+    from heli.testing import ocr_input
+
+    top, left, bottom, right = box
+    crop = Image.fromarray(image[top:bottom, left:right])
+    width = min(320, max(1, round(crop.width * 48 / crop.height)))
+    line = Image.new("RGB", (320, 48), "white")
+    line.paste(crop.resize((width, 48), Image.BILINEAR), (0, 0))
+    return ocr_input(np.asarray(line))
 
 
 def conv_transpose_macs(graph) -> int:
@@ -243,38 +312,74 @@ def conv_transpose_macs(graph) -> int:
     return total
 
 
-def test_ppocr_det_on_npu():
-    from heli.quant import PercentileCalibrator
-    from heli.testing import ppocr_model
+# The layers kept in float, found by a sensitivity sweep (each Conv alone in
+# float, text-pixel IoU with the float model on 3 pages): the depthwise and
+# pointwise convolutions at 160x160 right after the stem read activations
+# whose per-tensor int8 ranges are set by a few outlier channels (the largest
+# channel 7..24x the median one); int8 there alone took the IoU from 0.96 to
+# 0.79.  They are 3.3% of the convolution MACs.
+DET_FLOAT_LAYERS = ("p2o.Conv.1", "p2o.Conv.2", "p2o.Conv.3")
 
-    path = str(ppocr_model("det"))
+
+def test_ppocr_det_on_npu(ort):
+    """The quantized det model on the NPU against the float model (ONNX
+    Runtime) on 20 held-out rendered pages: the text boxes (DB
+    post-processing), the text that the float recognition model reads in
+    them, and the text pixels."""
+    from heli.quant import PercentileCalibrator
+    from heli.testing import ctc_decode, ppocr_model, rec_characters
+
+    path, rec_path = str(ppocr_model("det")), str(ppocr_model("rec"))
     shapes = {"x": (1, 3, 320, 320)}
     qgraph = QdqToInt().apply(quantize(path, [{"x": det_page(s)} for s in range(8)],
                                        calibrator=PercentileCalibrator(99.99),
-                                       input_shapes=shapes, outputs=True))
+                                       input_shapes=shapes, outputs=True,
+                                       keep_float=DET_FLOAT_LAYERS))
     ops = [n.op.qualname for n in qgraph.nodes]
-    assert "Conv" not in ops
+    assert ops.count("Conv") == len(DET_FLOAT_LAYERS)
     share, total = npu_mac_share(qgraph)
     deconv = conv_transpose_macs(qgraph)
     share_all = share * total / (total + deconv)
-    fmodel = heli.compile(path, "ref", input_shapes=shapes)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.log_severity_level = 1, 4
+    fdet, rec = (ort.InferenceSession(p, options, providers=["CPUExecutionProvider"])
+                 for p in (path, rec_path))
+    chars = rec_characters(rec_path)
     ref, npu = heli.compile(qgraph, "ref"), compile_npu(qgraph)
-    name = fmodel.output_names[0]
+    name = ref.output_names[0]
     x = det_page(100)
     np.testing.assert_array_equal(npu.run({"x": x})[name], ref.run({"x": x})[name])
-    ious, agree, diffs = [], [], []
-    for seed in range(100, 105):
-        x = det_page(seed)
-        want, got = fmodel.run({"x": x})[name], ref.run({"x": x})[name]
+
+    def read(image, boxes) -> list[str]:
+        return [ctc_decode(rec.run(None, {"x": rec_crop(image, b)})[0], chars)[0].strip()
+                for b in boxes]
+
+    ious, boxes_float, boxes_found, lines, lines_same, pages_same = [], 0, 0, 0, 0, 0
+    pages = range(100, 120)                 # held out: calibration used pages 0..7
+    for seed in pages:
+        image, x = page_image(seed), det_page(seed)
+        want = fdet.run(None, {"x": x})[0][0, 0]
+        got = ref.run({"x": x})[name][0, 0]   # = the NPU's result, bit for bit
         a, b = want > 0.3, got > 0.3          # DB's binarization threshold
         ious.append((a & b).sum() / (a | b).sum())
-        agree.append((a == b).mean())
-        diffs.append(np.abs(want - got).mean())
-    print(f"\nPP-OCRv4 det on npu: text-pixel IoU with float min {min(ious):.3f} mean "
-          f"{np.mean(ious):.3f}, pixel agreement {100 * np.mean(agree):.1f}%, mean "
-          f"|dprob| {np.mean(diffs):.4f}; NPU share of MACs {100 * share_all:.1f}% "
-          f"(Conv {100 * share:.1f}% of {total}, ConvTranspose {deconv} on ref)")
-    # measured: IoU min ~0.73: the page's text regions are found, their
-    # borders are coarser than float's (a known gap, see the report)
-    assert min(ious) >= 0.65 and np.mean(agree) >= 0.95
-    assert share == 1.0 and share_all > 0.9
+        fboxes, qboxes = text_boxes(want), text_boxes(got)
+        boxes_float += len(fboxes)
+        boxes_found += sum(any(box_iou(f, q) >= 0.5 for q in qboxes) for f in fboxes)
+        ftext, qtext = read(image, fboxes), read(image, qboxes)
+        lines += len(ftext)
+        lines_same += sum(t in qtext for t in ftext)
+        pages_same += int(ftext == qtext)
+    (spec,) = npu.specializations.values()
+    print(f"\nPP-OCRv4 det on npu, {len(pages)} pages vs float (ONNX Runtime): boxes "
+          f"found {boxes_found}/{boxes_float} ({100 * boxes_found / boxes_float:.1f}%, box IoU "
+          f">= 0.5), recognized lines identical {lines_same}/{lines} "
+          f"({100 * lines_same / lines:.1f}%), pages with identical text {pages_same}/"
+          f"{len(pages)}; text-pixel IoU min {min(ious):.3f} mean {np.mean(ious):.3f}; NPU "
+          f"share of MACs {100 * share_all:.1f}% (Conv {100 * share:.1f}% of {total}, "
+          f"ConvTranspose {deconv} and {len(DET_FLOAT_LAYERS)} Conv on ref), placement "
+          f"{spec.placement.counts()}")
+    assert len(pages) >= 20 and boxes_float >= 8 * len(pages)
+    assert boxes_found / boxes_float >= 0.97        # measured 160/160
+    assert lines_same / lines >= 0.93               # measured 156/160
+    assert min(ious) >= 0.85                        # measured 0.903
+    assert share_all > 0.9
