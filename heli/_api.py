@@ -7,7 +7,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from heli._errors import HeliError, InputError
+from heli._errors import FallbackWarning, HeliError, InputError
 from heli.frontend.onnx import import_onnx
 from heli.ir._graph import Graph
 from heli.ir._types import TensorType
@@ -16,9 +16,7 @@ from heli.passes import PassManager, default_pipeline
 from heli.runtime import CompiledModel, Placement, Specialization, Stage
 from heli.target import CompileOptions, get_target
 
-
-class FallbackWarning(UserWarning):
-    """Some nodes did not run on the requested target."""
+__all__ = ["FallbackWarning", "compile"]
 
 
 def compile(

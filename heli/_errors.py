@@ -39,3 +39,7 @@ class TargetError(HeliError):
 
 class ExecutionError(HeliError):
     """Running a node failed on the given data (e.g. an index out of range)."""
+
+
+class FallbackWarning(UserWarning):
+    """Some nodes did not run on the requested target."""

@@ -17,6 +17,22 @@ A Conv / MatMul / Gemm may also be followed by an Add of a constant (one
 value per output channel, or one for all) before the activation: it is folded
 into the int32 bias.
 
+Two exact rewrites come first, so that ONNX Runtime's other quantizer outputs
+reach the same matchers:
+
+* the QOperator form: ``QLinearConv`` / ``QLinearMatMul`` (with constant
+  scales and zero points) become ``DQ → Conv | MatMul → Q`` (the int32 bias at
+  scale ``s_x · s_w``, as the op defines it);
+* uint8 (``QUInt8``, ONNX Runtime's default activation type): a uint8 tensor
+  written by a QuantizeLinear and read only by DequantizeLinears, or a uint8
+  constant read only by DequantizeLinears, becomes int8 ``q - 128`` with zero
+  points ``z - 128``: the same real values, bit for bit.  (uint8 weights then
+  need ``z = 128`` to be symmetric.)
+
+Chains that do not fit stay float (for a float target) and the pass says why
+in a :class:`heli.FallbackWarning`: asymmetric or uint8 weights, per-channel
+activations, missing constants.
+
 Each intermediate value must have exactly one reader (and not be a graph
 output), so no float value disappears that something else needs.  The
 requantization multiplier and shift come from the float scales:
@@ -33,11 +49,13 @@ folding would otherwise fold the weights' DequantizeLinear into float).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from heli._errors import FallbackWarning
 from heli.ir._builder import GraphBuilder, rebuild
 from heli.ir._graph import Graph, Node, Value
 from heli.ir._ops import get_op
@@ -242,22 +260,30 @@ def _int_bias(m: _Matcher, value: Value | None, acc_scale: np.ndarray) -> np.nda
     return np.clip(np.rint(real / acc_scale), INT32_MIN, INT32_MAX).astype(np.int32)
 
 
-def _match_linear(m: _Matcher, node: Node) -> _Plan | None:
+def _match_linear(m: _Matcher, node: Node) -> _Plan | str | None:
+    """The plan of a quantized Conv / MatMul / Gemm; None if it is not one
+    (an operand is no DequantizeLinear), or why it cannot be fused."""
     kind = node.op.name
     x = m.dq(node.inputs[0])
     w = m.dq(node.inputs[1], const_input=True)
-    if x is None or w is None or x.q.type.dtype != DType.INT8 or x.scale.ndim != 0:
+    if x is None or w is None:
         return None
+    if x.q.type.dtype != DType.INT8 or x.scale.ndim != 0:
+        return (f"its input is {x.q.type.dtype.name.lower()} with {x.scale.size} scale(s); "
+                f"the NPU needs int8 activations with one scale")
     wq = m.const(w.q)
-    if wq.dtype != np.int8 or np.any(w.zero_point != 0):
-        return None
+    if wq.dtype != np.int8:
+        return f"its weights are {wq.dtype}, not int8"
+    if np.any(w.zero_point != 0):
+        return (f"its weights are asymmetric (zero point(s) {np.unique(w.zero_point)[:4]}); "
+                f"the NPU needs symmetric int8 weights (zero point 0)")
     bias_v = node.inputs[2] if len(node.inputs) > 2 else None
     attrs: dict[str, Any] = {}
     if kind == "Conv":
         if wq.ndim != 4 or node.attr("auto_pad") not in ("NOTSET", "VALID"):
-            return None
+            return "it is not a 2-D convolution with explicit or VALID padding"
         if w.scale.ndim == 1 and node.attrs.get("axis", 0) not in (0,):
-            return None
+            return "its per-channel weight scales are not along the output channels"
         pads = node.attr("pads") if node.attr("auto_pad") == "NOTSET" else None
         attrs = {"strides": tuple(node.attr("strides") or (1, 1)),
                  "pads": tuple(pads or (0, 0, 0, 0)),
@@ -267,27 +293,28 @@ def _match_linear(m: _Matcher, node: Node) -> _Plan | None:
         w_axis = 0
     else:
         if wq.ndim != 2:
-            return None
+            return "its weights are not a matrix"
         w_axis = 1
         if kind == "Gemm":
             if node.attr("transA") or node.attr("alpha") != 1.0 or \
                     (bias_v is not None and node.attr("beta") != 1.0):
-                return None
+                return "it is a Gemm with transA, alpha != 1 or beta != 1"
             if node.attr("transB"):
                 wq, w_axis = np.ascontiguousarray(wq.T), 0
         elif bias_v is not None:
-            return None
+            return "it is a MatMul with a bias input"
         channels = wq.shape[1]
     dq_node = m.producers[node.inputs[1].name]
     if w.scale.ndim == 1:
         axis = dq_node.attr("axis")
         axis = axis + m.const(dq_node.inputs[0]).ndim if axis < 0 else axis
         if axis != w_axis or w.scale.shape[0] != channels:
-            return None
+            return "its per-channel weight scales are not one per output channel"
     tail = m.tail(node, allow_pool=kind == "Conv", allow_bias=True,
                   channels=channels if kind != "Conv" else None)
     if tail is None:
-        return None
+        return ("its output is not requantized to int8 by one QuantizeLinear (after an "
+                "optional bias, Relu / Clip and MaxPool) that nothing else reads")
     final, y_scale, y_zp, act, pool, skipped, addend = tail
     acc_scale = (x.scale.astype(np.float64) * np.broadcast_to(w.scale, (channels,))
                  .astype(np.float64))
@@ -295,7 +322,7 @@ def _match_linear(m: _Matcher, node: Node) -> _Plan | None:
         .astype(np.float64)
     bias = _int_bias(m, bias_v, bias_scale) if bias_v is not None else None
     if isinstance(bias, str):
-        return None
+        return "its bias is neither float nor int32 at scale s_x * s_w with zero point 0"
     if addend is not None:   # a bias added after the op: folded into the int32 bias
         extra = np.clip(np.rint(addend / bias_scale), INT32_MIN, INT32_MAX).astype(np.int64)
         base = np.zeros(channels, np.int64) if bias is None else bias.astype(np.int64)
@@ -445,13 +472,23 @@ class QdqToInt(Pass):
     description = "fuse DQ → Conv/MatMul/Gemm/Add/MaxPool (→ Relu/Clip) → Q into integer ops"
 
     def apply(self, graph: Graph) -> Graph:
+        graph = _uint8_to_int8(_qlinear_to_qdq(graph))
         m = _Matcher(graph)
         plans: dict[int, _Plan] = {}
+        unfused: dict[str, str] = {}
         for node in graph.nodes:
             match = _MATCHERS.get(node.op.name) if not node.op.domain else None
             plan = match(m, node) if match is not None else None
-            if plan is not None:
+            if isinstance(plan, str):
+                unfused[node.name or node.outputs[0].name] = plan
+            elif plan is not None:
                 plans[id(node)] = plan
+        if unfused:
+            shown = "; ".join(f"{k!r}: {v}" for k, v in list(unfused.items())[:5])
+            more = f"; and {len(unfused) - 5} more" if len(unfused) > 5 else ""
+            warnings.warn(f"{len(unfused)} quantized Conv / MatMul / Gemm node(s) stay float "
+                          f"(an integer target cannot run them): {shown}{more}.",
+                          FallbackWarning, stacklevel=2)
         claimed = {id(n) for p in plans.values() for n in (p.anchor, *p.skipped, p.final)}
         for node in graph.nodes:
             if node.op.name == "QuantizeLinear" and not node.op.domain and \
@@ -480,6 +517,109 @@ class QdqToInt(Pass):
             return None
 
         return DeadCodeElimination().apply(rebuild(graph, visit))
+
+
+# --------------------------------------------------------------------------
+# exact rewrites of ONNX Runtime's other quantized forms into int8 QDQ
+# --------------------------------------------------------------------------
+
+
+def _std(node: Node, *names: str) -> bool:
+    return node.op.name in names and node.op.domain in ("", "ai.onnx")
+
+
+def _qlinear_to_qdq(graph: Graph) -> Graph:
+    """QLinearConv / QLinearMatMul with constant scales and zero points →
+    DequantizeLinear → Conv / MatMul → QuantizeLinear (the op's definition)."""
+    consts = graph.constants
+
+    def constant(v: Value | None) -> bool:
+        return v is not None and v.name in consts
+
+    def fits(node: Node) -> bool:
+        if _std(node, "QLinearConv"):
+            return all(constant(node.inputs[k]) for k in (1, 2, 3, 4, 5, 6, 7))
+        return _std(node, "QLinearMatMul") and all(constant(node.inputs[k])
+                                                   for k in (1, 2, 4, 5, 6, 7))
+
+    if not any(fits(n) for n in graph.nodes):
+        return graph
+
+    def visit(b: GraphBuilder, node: Node, inputs: list) -> tuple | None:
+        if not fits(node):
+            return None
+        x, xs, xz, w, ws, wz, ys, yz = inputs[:8]
+        w_axis = 0 if node.op.name == "QLinearConv" else 1
+        dq = get_op("DequantizeLinear")
+        (xf,) = b.add_node(dq, [x, xs, xz], {}, output_names=[b.fresh_name(f"{x.name}_dq")])
+        (wf,) = b.add_node(dq, [w, ws, wz], {"axis": w_axis},
+                           output_names=[b.fresh_name(f"{w.name}_dq")])
+        args = [xf, wf]
+        if node.op.name == "QLinearConv" and len(inputs) > 8 and inputs[8] is not None:
+            scale = (consts[node.inputs[1].name].astype(np.float32).reshape(())
+                     * consts[node.inputs[4].name].astype(np.float32)).astype(np.float32)
+            bs = b.add_constant(scale, b.fresh_name(f"{inputs[8].name}_scale"))
+            (bf,) = b.add_node(dq, [inputs[8], bs], {"axis": 0},
+                               output_names=[b.fresh_name(f"{inputs[8].name}_dq")])
+            args.append(bf)
+        out = node.outputs[0].name
+        if node.op.name == "QLinearConv":
+            (yf,) = b.add_node(get_op("Conv"), args, dict(node.attrs), name=node.name,
+                               output_names=[b.fresh_name(f"{out}_float")])
+        else:
+            (yf,) = b.add_node(get_op("MatMul"), args, {}, name=node.name,
+                               output_names=[b.fresh_name(f"{out}_float")])
+        return b.add_node(get_op("QuantizeLinear"), [yf, ys, yz], {}, output_names=[out])
+
+    return rebuild(graph, visit)
+
+
+def _uint8_to_int8(graph: Graph) -> Graph:
+    """uint8 QDQ tensors → int8 ``q - 128`` with zero points ``z - 128``
+    (exact): a QuantizeLinear's output read only by DequantizeLinears, and
+    constants read only by DequantizeLinears, all with constant zero points."""
+    consts, users = graph.constants, graph.users()
+    outputs = {v.name for v in graph.outputs}
+
+    def zero_point(node: Node) -> np.ndarray | None:
+        v = node.inputs[2] if len(node.inputs) > 2 else None
+        zp = consts.get(v.name) if v is not None else None
+        return zp if zp is not None and zp.dtype == np.uint8 else None
+
+    def shiftable(name: str) -> bool:
+        readers = users.get(name, [])
+        return bool(readers) and name not in outputs and all(
+            _std(r, "DequantizeLinear") and r.inputs[0].name == name and
+            zero_point(r) is not None for r in readers)
+
+    shift: set[int] = set()
+    for node in graph.nodes:
+        if _std(node, "QuantizeLinear") and zero_point(node) is not None and \
+                shiftable(node.outputs[0].name):
+            shift.add(id(node))
+            shift.update(id(r) for r in users[node.outputs[0].name])
+        elif _std(node, "DequantizeLinear") and node.inputs[0].name in consts and \
+                consts[node.inputs[0].name].dtype == np.uint8 and \
+                shiftable(node.inputs[0].name):
+            shift.add(id(node))
+    if not shift:
+        return graph
+
+    def minus128(b: GraphBuilder, array: np.ndarray, hint: str) -> Value:
+        shifted = (array.astype(np.int16) - 128).astype(np.int8)
+        return b.add_constant(shifted, b.fresh_name(f"{hint}_s8"))
+
+    def visit(b: GraphBuilder, node: Node, inputs: list) -> tuple | None:
+        if id(node) not in shift:
+            return None
+        new = list(inputs)
+        new[2] = minus128(b, consts[node.inputs[2].name], node.inputs[2].name)
+        if _std(node, "DequantizeLinear") and node.inputs[0].name in consts:
+            new[0] = minus128(b, consts[node.inputs[0].name], node.inputs[0].name)
+        return b.add_node(node.op, new, node.attrs, name=node.name,
+                          output_names=[o.name for o in node.outputs])
+
+    return rebuild(graph, visit)
 
 
 def _emit(b: GraphBuilder, plan: _Plan) -> Value:
