@@ -25,7 +25,7 @@ def compile(
     *,
     input_shapes: Mapping[str, Sequence[int]] | None = None,
     example_inputs: Sequence[Any] | None = None,
-    fallback: Sequence[str] = ("ref",),
+    fallback: Sequence[str] = ("cpu", "ref"),
     debug: bool = False,
 ) -> CompiledModel:
     """Compile ``model`` for ``target``.
@@ -34,6 +34,13 @@ def compile(
     a Heli :class:`Graph`, or a ``torch.nn.Module`` (with ``example_inputs``).
     ``input_shapes`` binds dynamic dimensions now; otherwise each new feed
     shape compiles (and caches) a specialization on first use.
+
+    Each node runs on the first of ``target`` and then the ``fallback``
+    targets that supports it: by default what ``target`` refuses runs as
+    generated C (``cpu``, which refuses everything where no C compiler is
+    found) and what ``cpu`` refuses on ``ref``.  ``fallback=("ref",)`` puts
+    every refused node on the float golden model; ``fallback=()`` turns
+    fallback off (an unsupported node is then an error).
     """
     debug = debug or os.environ.get("HELI_VERIFY", "") not in ("", "0")
     graph = _to_graph(model, example_inputs)

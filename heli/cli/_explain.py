@@ -4,7 +4,8 @@ model.
 
 A quantized (QDQ) model's DequantizeLinear → op → QuantizeLinear chains are
 first fused into integer ops (:class:`heli.passes.QdqToInt`), which is what
-the NPU runs; everything else is placed on the fallback targets.
+the NPU runs; everything else is placed on the fallback targets (by default
+``cpu``, then ``ref``, as :func:`heli.compile` does).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ def add_explain_parser(sub) -> None:
     p = sub.add_parser("explain", help="placement per node, MAC share and per-layer cycles")
     p.add_argument("model", help="ONNX model file (quantized QDQ for the npu)")
     p.add_argument("--target", default="npu", help="target to place on (default: npu)")
-    p.add_argument("--fallback", default="ref", help="comma-separated fallback targets")
+    p.add_argument("--fallback", default="cpu,ref",
+                   help="comma-separated fallback targets, in order (default: cpu,ref)")
     p.add_argument("--input-shape", action="append", default=[], metavar="NAME=D0,D1,...",
                    help="bind a dynamic input shape (repeatable)")
     p.set_defaults(func=cmd_explain)
@@ -57,6 +59,16 @@ def node_macs(node: Node) -> int:
     return 0
 
 
+def placement_counts(segments) -> list[tuple[str, int, int]]:
+    """(target, nodes, segments) per target, in order of first use."""
+    counts: dict[str, list[int]] = {}
+    for seg in segments:
+        entry = counts.setdefault(seg.target.name, [0, 0])
+        entry[0] += len(seg.nodes)
+        entry[1] += 1
+    return [(name, nodes, runs) for name, (nodes, runs) in counts.items()]
+
+
 def cmd_explain(args: argparse.Namespace) -> int:
     from heli.cli._commands import parse_shapes
     from heli.frontend.onnx import import_onnx
@@ -90,6 +102,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
                   f"{macs:>12}  {note}")
     share = on_target / total if total else 0.0
     print(f"\nMACs on {args.target}: {on_target} of {total} ({100 * share:.1f}%)")
+    print("Ran where: " + ", ".join(f"{name} {count} nodes in {runs} segments"
+                                    for name, count, runs in placement_counts(segments)))
 
     options = CompileOptions()
     for k, seg in enumerate(s for s in segments if s.target.name == args.target):

@@ -98,7 +98,7 @@ def test_a_small_model_matches_onnxruntime_with_fallback(opencl):
     feeds = {"x": rng.standard_normal((5, 16)).astype(np.float32),
              "s": rng.standard_normal(32).astype(np.float32)}
     with pytest.warns(heli.FallbackWarning, match="Softmax"):
-        compiled = heli.compile(model, target="opencl")
+        compiled = heli.compile(model, target="opencl", fallback=("ref",))
         got = compiled.run(feeds)
     assert_close(got["y"], run_onnxruntime(model, feeds)["y"], 1e-3, 1e-4, "y")
     placement = next(iter(compiled.specializations.values())).placement
@@ -123,7 +123,8 @@ def _check_real_model(path, name: str, shape: tuple[int, ...], fallback_op: str)
     """Compile with fallback, compare with ONNX Runtime, and return (placement, MAC share)."""
     feeds = {name: np.random.default_rng(2).standard_normal(shape).astype(np.float32)}
     with pytest.warns(heli.FallbackWarning, match=fallback_op):
-        compiled = heli.compile(str(path), target="opencl", input_shapes={name: shape})
+        compiled = heli.compile(str(path), target="opencl", input_shapes={name: shape},
+                                fallback=("ref",))
         got = compiled.run(feeds)
     want = run_onnxruntime(str(path), feeds)
     for out, value in want.items():

@@ -4,10 +4,14 @@
 (``heli:QConv``, ``QMatMul``, ``QAdd``, ``QMaxPool``) whose static shapes fit
 the configured SRAMs after tiling; :meth:`NpuTarget.compile` lowers a segment
 to one program (:mod:`heli.targets.npu.lower`), and the executable runs it on
-the bit-exact simulator.  Float graphs reach it through quantization::
+the bit-exact simulator.  Float graphs reach it through quantization, models
+quantized by ONNX Runtime through the same fusion::
 
     qgraph = heli.passes.QdqToInt().apply(heli.quant.quantize(model, samples))
-    model = heli.compile(qgraph, target="npu", fallback=("ref",))
+    model = heli.compile(qgraph, target="npu")   # the rest on cpu, then ref
+
+``fallback=("ref",)`` instead runs the rest on the float golden model, which
+makes the whole result bit-exact with ``heli.compile(qgraph, "ref")``.
 
 The configuration is :class:`NpuConfig`: ``NpuTarget(NpuConfig(dim=8))``, or
 for the registered instance ``CompileOptions.extra["npu_config"]``.

@@ -4,6 +4,8 @@ integer pass; fallback to ``ref``; and a clear error for layers that do not fit.
 
 from __future__ import annotations
 
+import os
+import shutil
 import warnings
 
 import numpy as np
@@ -305,6 +307,24 @@ def test_quantized_cnn_on_npu_with_fallback_equals_ref(quantized):
     assert sum(len(n) for n in on_npu) == 5     # 3 QConv, QMaxPool, QMatMul
 
 
+def test_quantized_cnn_on_npu_with_the_default_fallback(quantized):
+    """By default what the NPU refuses runs on cpu (generated C), and what cpu
+    refuses on ref; the result agrees with the NPU + ref one up to the float
+    rounding of the ops between the quantized layers."""
+    qdq, graph, samples = quantized
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", heli.FallbackWarning)
+        model = heli.compile(graph, target="npu")
+        got = model.run(samples[1])["y"]
+        want = heli.compile(graph, target="npu", fallback=("ref",)).run(samples[1])["y"]
+    (spec,) = model.specializations.values()
+    counts = spec.placement.counts()
+    assert counts["npu"] == 5 and counts.get("ref", 0) >= 1
+    if shutil.which(os.environ.get("CC") or "cc"):
+        assert counts["cpu"] >= 1
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("dim", DIMS)
 def test_quantized_cnn_segments_bit_exact_at_dim(quantized, dim):
     _, graph, samples = quantized
@@ -344,3 +364,4 @@ def test_explain_cli(quantized, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "heli:QConv           npu" in out and "MACs on npu:" in out
     assert "npu segment 0:" in out and "cycles" in out
+    assert "Ran where: " in out and "npu " in out.split("Ran where: ")[1]

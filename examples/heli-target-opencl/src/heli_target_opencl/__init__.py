@@ -1,5 +1,5 @@
 """An OpenCL target for Heli: ``heli.compile(model, target="opencl")``, registered
-through the ``heli.targets`` entry point; what it does not claim falls back to ``ref``.
+through the ``heli.targets`` entry point; what it does not claim falls back (cpu, ref).
 """
 
 from heli_target_opencl.dialect import OpenCLDialect
