@@ -1,9 +1,13 @@
 """Real models on the npu target (issue 4): quantized with calibration on real
-inputs, run with fallback to ``ref``; the NPU's segments must equal the
-integer reference bit for bit, the results must agree with the float model,
-and most of the MACs must run on the NPU.  The figures are printed (``-s``)."""
+inputs, run with fallback to ``ref`` (and once with the default, cpu then
+ref); the NPU's segments must equal the integer reference bit for bit, the
+results must agree with the float model, and most of the MACs must run on the
+NPU.  The figures are printed (``-s``)."""
 
 from __future__ import annotations
+
+import os
+import shutil
 
 import numpy as np
 import pytest
@@ -82,6 +86,32 @@ def test_ppocr_cls_on_npu(cls_models):
           f"of {total}, placement {spec.placement.counts()}")
     assert len(images) >= 20 and agree / len(images) >= 0.95
     assert share > 0.9
+
+
+def test_ppocr_cls_on_npu_cpu_and_ref(cls_models):
+    """The default fallback: the NPU runs the quantized layers, cpu (generated
+    C) the float ops between them, ref the QuantizeLinear / DequantizeLinear
+    that cpu refuses; the classes still agree with the float model, and the
+    result with the NPU + ref one up to float rounding on cpu."""
+    fmodel, qgraph = cls_models
+    model = heli.compile(qgraph, target="npu")
+    exact = compile_npu(qgraph)
+    name = fmodel.output_names[0]
+    images = cls_images(HELD_OUT, 1)[:6]     # the NPU simulator: ~2 s an image
+    agree, worst = 0, 0.0
+    for x in images:
+        got = model.run({"x": x})[name]
+        agree += int(got.argmax() == fmodel.run({"x": x})[name].argmax())
+        worst = max(worst, float(np.abs(got - exact.run({"x": x})[name]).max()))
+    (spec,) = model.specializations.values()
+    counts = spec.placement.counts()
+    print(f"\nPP-OCR cls on npu + cpu + ref: placement {counts}, class agreement with float "
+          f"{agree}/{len(images)}, max |diff| to npu + ref {worst:.2g}")
+    assert agree == len(images)
+    assert worst <= 0.01          # a probability; a flipped rounding on cpu moves it ~1e-3
+    assert counts["npu"] >= 53
+    if shutil.which(os.environ.get("CC") or "cc"):
+        assert counts["cpu"] >= 20
 
 
 @pytest.mark.parametrize("dim", (8, 16))
