@@ -9,6 +9,7 @@ the ONNX importer upgrades older forms (see ``heli.frontend._upgrade``).
 from heli.ops import (  # noqa: F401
     _attention,
     _cast,
+    _contrib_quant,
     _control,
     _core,
     _elementwise,

@@ -20,9 +20,11 @@ into the int32 bias.
 Two exact rewrites come first, so that ONNX Runtime's other quantizer outputs
 reach the same matchers:
 
-* the QOperator form: ``QLinearConv`` / ``QLinearMatMul`` (with constant
-  scales and zero points) become ``DQ → Conv | MatMul → Q`` (the int32 bias at
-  scale ``s_x · s_w``, as the op defines it);
+* the QOperator form: ``QLinearConv`` / ``QLinearMatMul`` and ONNX Runtime's
+  contrib ops (QLinearAdd, QLinearMul, QLinearGlobalAveragePool, QGemm,
+  QLinearSoftmax, QLinearSigmoid, QLinearLeakyRelu), with constant scales and
+  zero points, become ``DQ → float op → Q`` (the int32 bias at scale
+  ``s_x · s_w``, as the op defines it);
 * uint8 (``QUInt8``, ONNX Runtime's default activation type): a uint8 tensor
   written by a QuantizeLinear and read only by DequantizeLinears, or a uint8
   constant read only by DequantizeLinears, becomes int8 ``q - 128`` with zero
@@ -528,48 +530,99 @@ def _std(node: Node, *names: str) -> bool:
     return node.op.name in names and node.op.domain in ("", "ai.onnx")
 
 
+@dataclass(frozen=True)
+class _QOp:
+    """A QOperator op as ``Q(float_op(DQ(...)))``: the (data, scale, zero
+    point) input triples, the index of the output scale, the float op."""
+
+    float_op: str
+    triples: tuple[int, ...]
+    y_scale: int
+    domain: str = ""
+
+
+_QOPS = {
+    ("", "QLinearConv"): _QOp("Conv", (0, 3), 6),
+    ("", "QLinearMatMul"): _QOp("MatMul", (0, 3), 6),
+    ("com.microsoft", "QLinearAdd"): _QOp("Add", (0, 3), 6),
+    ("com.microsoft", "QLinearMul"): _QOp("Mul", (0, 3), 6),
+    ("com.microsoft", "QLinearSigmoid"): _QOp("Sigmoid", (0,), 3),
+    ("com.microsoft", "QLinearLeakyRelu"): _QOp("LeakyRelu", (0,), 3),
+    ("com.microsoft", "QLinearSoftmax"): _QOp("Softmax", (0,), 3),
+    ("com.microsoft", "QLinearGlobalAveragePool"): _QOp("GlobalAveragePool", (0,), 3),
+    ("com.microsoft", "QGemm"): _QOp("Gemm", (0, 3), 7),
+}
+
+
+def _qop(node: Node) -> _QOp | None:
+    domain = "" if node.op.domain == "ai.onnx" else node.op.domain
+    return _QOPS.get((domain, node.op.name))
+
+
 def _qlinear_to_qdq(graph: Graph) -> Graph:
-    """QLinearConv / QLinearMatMul with constant scales and zero points →
-    DequantizeLinear → Conv / MatMul → QuantizeLinear (the op's definition)."""
+    """The QOperator ops of :data:`_QOPS` (with constant scales and zero
+    points) → DequantizeLinear → float op → QuantizeLinear, as each op is
+    defined.  A quantized constant input becomes its float value."""
     consts = graph.constants
 
-    def constant(v: Value | None) -> bool:
-        return v is not None and v.name in consts
-
     def fits(node: Node) -> bool:
-        if _std(node, "QLinearConv"):
-            return all(constant(node.inputs[k]) for k in (1, 2, 3, 4, 5, 6, 7))
-        return _std(node, "QLinearMatMul") and all(constant(node.inputs[k])
-                                                   for k in (1, 2, 4, 5, 6, 7))
+        spec = _qop(node)
+        if spec is None:
+            return False
+        wanted = [k + d for k in spec.triples for d in (1, 2)] + [spec.y_scale, spec.y_scale + 1]
+        if any(k >= len(node.inputs) or node.inputs[k] is None or
+               node.inputs[k].name not in consts for k in wanted):
+            return False
+        if node.op.name == "QLinearSoftmax":
+            rank = len(node.inputs[0].type.shape or ()) if isinstance(node.inputs[0].type,
+                                                                      TensorType) else 0
+            axis = node.attr("axis")
+            return node.attr("opset") >= 13 or axis in (-1, rank - 1)
+        if node.op.name == "QLinearGlobalAveragePool":
+            return not node.attr("channels_last")
+        return True
 
     if not any(fits(n) for n in graph.nodes):
         return graph
 
+    def dequantized(b: GraphBuilder, node: Node, inputs: list, k: int, axis: int) -> Value:
+        from heli.ops._contrib_quant import dequantize  # late: the ops import the passes
+
+        x, scale, zp = node.inputs[k:k + 3]
+        if node.op.name in ("QLinearAdd", "QLinearMul") and x.name in consts and \
+                consts[scale.name].size == 1:   # an elementwise constant: its float value
+            value = dequantize(consts[x.name], consts[scale.name], consts[zp.name])
+            return b.add_constant(value, b.fresh_name(f"{x.name}_float"))
+        attrs = {"axis": axis} if consts[scale.name].size > 1 else {}
+        (y,) = b.add_node(get_op("DequantizeLinear"), inputs[k:k + 3], attrs,
+                          output_names=[b.fresh_name(f"{x.name}_dq")])
+        return y
+
     def visit(b: GraphBuilder, node: Node, inputs: list) -> tuple | None:
         if not fits(node):
             return None
-        x, xs, xz, w, ws, wz, ys, yz = inputs[:8]
-        w_axis = 0 if node.op.name == "QLinearConv" else 1
-        dq = get_op("DequantizeLinear")
-        (xf,) = b.add_node(dq, [x, xs, xz], {}, output_names=[b.fresh_name(f"{x.name}_dq")])
-        (wf,) = b.add_node(dq, [w, ws, wz], {"axis": w_axis},
-                           output_names=[b.fresh_name(f"{w.name}_dq")])
-        args = [xf, wf]
-        if node.op.name == "QLinearConv" and len(inputs) > 8 and inputs[8] is not None:
-            scale = (consts[node.inputs[1].name].astype(np.float32).reshape(())
+        spec = _qop(node)
+        name = node.op.name
+        attrs = {k: v for k, v in node.attrs.items() if k not in ("opset", "channels_last")}
+        # the axis of per-channel weight scales: the output channels
+        w_axis = 0 if name == "QLinearConv" or (name == "QGemm" and node.attr("transB")) else 1
+        args = [dequantized(b, node, inputs, k, 0 if k == 0 else w_axis) for k in spec.triples]
+        bias_at = {"QLinearConv": 8, "QGemm": 6}.get(name)
+        if bias_at is not None and len(inputs) > bias_at and inputs[bias_at] is not None:
+            alpha = np.float32(node.attr("alpha")) if name == "QGemm" else np.float32(1)
+            scale = (alpha * consts[node.inputs[1].name].astype(np.float32).reshape(())
                      * consts[node.inputs[4].name].astype(np.float32)).astype(np.float32)
-            bs = b.add_constant(scale, b.fresh_name(f"{inputs[8].name}_scale"))
-            (bf,) = b.add_node(dq, [inputs[8], bs], {"axis": 0},
-                               output_names=[b.fresh_name(f"{inputs[8].name}_dq")])
+            bias = inputs[bias_at]
+            bs = b.add_constant(scale, b.fresh_name(f"{bias.name}_scale"))
+            (bf,) = b.add_node(get_op("DequantizeLinear"), [bias, bs],
+                               {"axis": 0} if scale.size > 1 else {},
+                               output_names=[b.fresh_name(f"{bias.name}_dq")])
             args.append(bf)
         out = node.outputs[0].name
-        if node.op.name == "QLinearConv":
-            (yf,) = b.add_node(get_op("Conv"), args, dict(node.attrs), name=node.name,
-                               output_names=[b.fresh_name(f"{out}_float")])
-        else:
-            (yf,) = b.add_node(get_op("MatMul"), args, {}, name=node.name,
-                               output_names=[b.fresh_name(f"{out}_float")])
-        return b.add_node(get_op("QuantizeLinear"), [yf, ys, yz], {}, output_names=[out])
+        (yf,) = b.add_node(get_op(spec.float_op), args, attrs, name=node.name,
+                           output_names=[b.fresh_name(f"{out}_float")])
+        y_scale, y_zp = inputs[spec.y_scale:spec.y_scale + 2]
+        return b.add_node(get_op("QuantizeLinear"), [yf, y_scale, y_zp], {}, output_names=[out])
 
     return rebuild(graph, visit)
 
