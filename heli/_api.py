@@ -12,9 +12,9 @@ from heli.frontend.onnx import import_onnx
 from heli.ir._graph import Graph
 from heli.ir._types import TensorType
 from heli.partition import node_label, partition
-from heli.passes import PassManager, default_pipeline
+from heli.passes import PassManager, ShapeInference, default_pipeline
 from heli.runtime import CompiledModel, Placement, Specialization, Stage
-from heli.target import CompileOptions, get_target
+from heli.target import CompileOptions, Target, get_target
 
 __all__ = ["FallbackWarning", "compile"]
 
@@ -48,6 +48,8 @@ def compile(
 
     def specialize(graph: Graph, input_types: Mapping[str, TensorType]) -> Specialization:
         manager = PassManager(default_pipeline(input_types), verify=debug)
+        if type(targets[0]).prepare is not Target.prepare:   # the target rewrites first
+            graph = targets[0].prepare(ShapeInference(dict(input_types)).apply(graph))
         optimized = manager.run(graph)
         segments, refused = partition(optimized, targets)
         if refused and targets[0].name != "ref":

@@ -7,6 +7,9 @@ A target is capability data plus a small abstract surface:
 * :meth:`Target.compile` turns a (sub)graph into an :class:`Executable`;
 * :meth:`Executable.run` runs it on numpy feeds.
 
+Optionally, :meth:`Target.prepare` rewrites the whole graph first (the
+``npu`` target fuses quantized QDQ chains into its integer ops there).
+
 Optionally, a target can save compiled code (``heli compile -o model.heli``):
 :meth:`Executable.serialize` gives the payload bytes, :meth:`Target.deserialize`
 turns them back into an executable, and :meth:`Target.host_fingerprint` says
@@ -87,6 +90,13 @@ class Target(abc.ABC):
     @abc.abstractmethod
     def compile(self, graph: Graph, options: CompileOptions) -> Executable:
         """Compile ``graph`` (every node of which :meth:`supports`)."""
+
+    def prepare(self, graph: Graph) -> Graph:
+        """Rewrite the whole graph before Heli's passes, when this target is the
+        one requested (optional): e.g. fuse a quantized model's QDQ chains into
+        the target's integer ops. Types are inferred. The default returns
+        ``graph`` unchanged."""
+        return graph
 
     def deserialize(self, payload: bytes, options: CompileOptions) -> Executable:
         """An executable from the bytes of :meth:`Executable.serialize` (optional)."""

@@ -120,3 +120,11 @@ def test_qlinear_matmul_becomes_an_integer_matmul():
     for seed in range(5):
         got, want = _run(fused, _feeds(seed)), _run(graph, _feeds(seed))
         assert np.abs(got - want).max() <= 0.04 * 1.0001
+
+
+def test_a_second_application_changes_nothing():
+    """The npu target applies the pass again to a graph already fused."""
+    fused = QdqToInt().apply(_qdq_conv(np.uint8, 140, 30))
+    again = QdqToInt().apply(fused)
+    assert [(n.op.qualname, n.attrs) for n in again.nodes] == \
+        [(n.op.qualname, n.attrs) for n in fused.nodes]

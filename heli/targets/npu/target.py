@@ -4,11 +4,14 @@
 (``heli:QConv``, ``QMatMul``, ``QAdd``, ``QMaxPool``) whose static shapes fit
 the configured SRAMs after tiling; :meth:`NpuTarget.compile` lowers a segment
 to one program (:mod:`heli.targets.npu.lower`), and the executable runs it on
-the bit-exact simulator.  Float graphs reach it through quantization, models
-quantized by ONNX Runtime through the same fusion::
+the bit-exact simulator.  Float graphs reach it through quantization; a
+quantized model (QDQ or QOperator, from :mod:`heli.quant` or ONNX Runtime)
+compiles as it is, :meth:`NpuTarget.prepare` fusing its chains into integer
+ops (:class:`heli.passes.QdqToInt`)::
 
-    qgraph = heli.passes.QdqToInt().apply(heli.quant.quantize(model, samples))
+    qgraph = heli.quant.quantize(model, samples, outputs=True)
     model = heli.compile(qgraph, target="npu")   # the rest on cpu, then ref
+    model = heli.compile("model.int8.onnx", target="npu")
 
 ``fallback=("ref",)`` instead runs the rest on the float golden model, which
 makes the whole result bit-exact with ``heli.compile(qgraph, "ref")``.
@@ -90,6 +93,14 @@ class NpuTarget(Target):
                 "array": f"{cfg.dim}x{cfg.dim} int8 systolic",
                 "SRAM": f"{cfg.spad_bytes // 1024} KiB scratchpad + {cfg.acc_bytes // 1024} KiB "
                         f"accumulator", "DRAM": f"{cfg.dram_bytes_per_cycle} B/cycle"}
+
+    def prepare(self, graph: Graph) -> Graph:
+        """Fuse a quantized model's QDQ / QOperator chains into the integer ops
+        the NPU runs (:class:`heli.passes.QdqToInt`), so a model quantized by
+        :mod:`heli.quant` or ONNX Runtime compiles as it is."""
+        from heli.passes import QdqToInt
+
+        return QdqToInt().apply(graph)
 
     def supports(self, node: Node) -> Support:
         plan = plan_node(node, self.config)
