@@ -648,7 +648,7 @@ def _uint8_to_int8(graph: Graph) -> Graph:
     shift: set[int] = set()
     for node in graph.nodes:
         if _std(node, "QuantizeLinear") and zero_point(node) is not None and \
-                shiftable(node.outputs[0].name):
+                not node.attr("output_dtype") and shiftable(node.outputs[0].name):
             shift.add(id(node))
             shift.update(id(r) for r in users[node.outputs[0].name])
         elif _std(node, "DequantizeLinear") and node.inputs[0].name in consts and \
