@@ -163,10 +163,11 @@ def build_testbench(cfg: NpuConfig) -> Path:
 
 
 def _build(cfg: NpuConfig, tool: str, final: Path) -> None:
+    from heli.targets.npu.rtl.bus import DMA_ROWS
     from heli.targets.npu.rtl.generate import generate_core_verilog
 
     verilog = _compact_zero_inits(generate_core_verilog(cfg, _TOP))
-    flags = [f"-DDATA_BYTES={4 * cfg.dim}", *_CFLAGS]
+    flags = [f"-DSLOT_BYTES={4 * cfg.dim}", f"-DBEAT_ROWS={DMA_ROWS}", *_CFLAGS]
     final.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(dir=final.parent, prefix=".build-"))
     try:

@@ -26,7 +26,7 @@ from amaranth.lib.wiring import In, Out, connect
 
 from heli.targets.npu.config import NpuConfig
 from heli.targets.npu.isa import WORD_BITS
-from heli.targets.npu.rtl.bus import MemBusSignature
+from heli.targets.npu.rtl.bus import DMA_ROWS, MemBusSignature
 from heli.targets.npu.rtl.dma import DmaEngine
 from heli.targets.npu.rtl.params import check_rtl_config
 from heli.targets.npu.rtl.queues import (
@@ -71,11 +71,12 @@ class NpuCore(wiring.Component):
         its program index.  For the co-simulation's per-layer cycle counts.
     """
 
-    def __init__(self, cfg: NpuConfig) -> None:
+    def __init__(self, cfg: NpuConfig, dma_rows: int = DMA_ROWS) -> None:
         self.cfg = check_rtl_config(cfg)
+        self.dma_rows = dma_rows
         members = {
             "instr_valid": In(1), "instr_word": In(WORD_BITS), "instr_ready": Out(1),
-            "bus": Out(MemBusSignature(cfg.dim)),
+            "bus": Out(MemBusSignature(cfg.dim, dma_rows)),
             "done": Out(1), "error": Out(1), "error_pc": Out(PC_BITS),
             "tokens_empty": Out(1),
         }
@@ -92,7 +93,7 @@ class NpuCore(wiring.Component):
         m.submodules.load = load = DmaQueueExecutor()
         m.submodules.compute = comp = ComputeSequencer(cfg)
         m.submodules.store = store = DmaQueueExecutor()
-        m.submodules.dma = dma = DmaEngine(cfg)
+        m.submodules.dma = dma = DmaEngine(cfg, self.dma_rows)
         execs = (load, comp, store)
 
         m.d.comb += [fetch.in_valid.eq(self.instr_valid), fetch.in_word.eq(self.instr_word),
@@ -146,7 +147,6 @@ class NpuCore(wiring.Component):
             m.d.comb += getattr(dma, f"cmd_{f}").eq(
                 Mux(pick_store, getattr(store, f"dma_{f}"), getattr(load, f"dma_{f}")))
         m.d.comb += [dma.cmd_valid.eq(load.dma_valid | store.dma_valid),
-                     dma.cmd_pc.eq(0),
                      load.dma_grant.eq(dma.cmd_ready & ~pick_store),
                      store.dma_grant.eq(dma.cmd_ready & pick_store & store.dma_valid)]
         with m.If(dma.cmd_valid & dma.cmd_ready):
@@ -160,17 +160,17 @@ class NpuCore(wiring.Component):
                                           depth=cfg.spad_rows, init=[])
         m.submodules.acc = acc = Memory(shape=data.ArrayLayout(INT32, dim),
                                         depth=cfg.acc_rows, init=[])
-        for mem, reads, writes in (
-                (spad, (("spad_a", comp), ("spad_b", comp), ("spad", dma)),
-                 (("spad", comp), ("spad", dma))),
-                (acc, (("acc_x", comp), ("acc_y", comp), ("acc_m", comp), ("acc", dma)),
-                 (("acc", comp), ("acc", dma)))):
-            for prefix, unit in reads:
+        k = range(self.dma_rows)
+        for mem, name, reads in ((spad, "spad", ("spad_a", "spad_b")),
+                                 (acc, "acc", ("acc_x", "acc_y", "acc_m"))):
+            readers = [(getattr(comp, f"{r}_raddr"), getattr(comp, f"{r}_rdata")) for r in reads]
+            readers += [(dma.port(f"{name}_raddr", j), dma.port(f"{name}_rdata", j)) for j in k]
+            for raddr, rdata in readers:
                 port = mem.read_port()
-                m.d.comb += [port.addr.eq(getattr(unit, f"{prefix}_raddr")),
-                             getattr(unit, f"{prefix}_rdata").eq(port.data)]
-            for prefix, unit in writes:
+                m.d.comb += [port.addr.eq(raddr), rdata.eq(port.data)]
+            fields = ("waddr", "wen", "wdata")
+            writers = [tuple(getattr(comp, f"{name}_{p}") for p in fields)]
+            writers += [tuple(dma.port(f"{name}_{p}", j) for p in fields) for j in k]
+            for waddr, wen, wdata in writers:
                 port = mem.write_port()
-                m.d.comb += [port.addr.eq(getattr(unit, f"{prefix}_waddr")),
-                             port.en.eq(getattr(unit, f"{prefix}_wen")),
-                             port.data.eq(getattr(unit, f"{prefix}_wdata"))]
+                m.d.comb += [port.addr.eq(waddr), port.en.eq(wen), port.data.eq(wdata)]

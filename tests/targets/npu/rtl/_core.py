@@ -26,6 +26,23 @@ class CoreRun:
     tokens_empty: bool = True
 
 
+def _access(ctx, bus, dram: np.ndarray, slot: int) -> tuple[int, int]:
+    """Carries out the bus request of this cycle: the read payload, and the bytes moved."""
+    addr, stride = ctx.get(bus.req_addr), ctx.get(bus.req_stride)
+    rows, n = ctx.get(bus.req_rows), ctx.get(bus.req_len)
+    payload = 0
+    if ctx.get(bus.req_write):
+        wdata = ctx.get(bus.req_wdata).to_bytes(slot * bus.signature.rows, "little")
+        for j in range(rows):
+            a = addr + j * stride
+            dram[a:a + n] = np.frombuffer(wdata[slot * j:slot * j + n], np.uint8)
+    else:
+        for j in range(rows):
+            a = addr + j * stride
+            payload |= int.from_bytes(dram[a:a + n].tobytes(), "little") << (8 * slot * j)
+    return payload, rows * n
+
+
 def run_core(cfg: NpuConfig, program, dram: np.ndarray, max_cycles: int = 20000) -> CoreRun:
     words = [isa.encode(i) for i in program]
     dram = dram.copy()
@@ -49,15 +66,8 @@ def run_core(cfg: NpuConfig, program, dram: np.ndarray, max_cycles: int = 20000)
             if ctx.get(dut.instr_ready):
                 pc += 1
             if ctx.get(dut.bus.req_valid):
-                addr, n = ctx.get(dut.bus.req_addr), ctx.get(dut.bus.req_len)
-                if ctx.get(dut.bus.req_write):
-                    wdata = ctx.get(dut.bus.req_wdata)
-                    dram[addr:addr + n] = np.frombuffer(
-                        wdata.to_bytes(4 * cfg.dim, "little")[:n], np.uint8)
-                    payload = 0
-                else:
-                    payload = int.from_bytes(dram[addr:addr + n].tobytes(), "little")
-                last = max(cycle + cfg.dma_latency, last + n / cfg.dram_bytes_per_cycle)
+                payload, nbytes = _access(ctx, dut.bus, dram, 4 * cfg.dim)
+                last = max(cycle + cfg.dma_latency, last + nbytes / cfg.dram_bytes_per_cycle)
                 at = max(math.ceil(last), pending[-1][0] + 1 if pending else 0)
                 pending.append((at, payload))
             if due and ctx.get(dut.bus.resp_ready):

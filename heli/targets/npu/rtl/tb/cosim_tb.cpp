@@ -3,12 +3,13 @@
 // Streams the program into the instruction port and models DRAM behind the
 // memory bus: a response comes dma_latency cycles after its request at the
 // earliest, at most dram_bytes_per_cycle bytes per cycle on average, one
-// response per cycle, in request order (docs/npu.md, "RTL core").
+// response (a beat of up to BEAT_ROWS rows) per cycle, in request order
+// (docs/npu.md, "RTL core").
 //
 // usage: cosim_tb PROGRAM.bin DRAM.bin OUT_DIR LATENCY BYTES_PER_CYCLE MAX_CYCLES
 // writes OUT_DIR/dram.bin (DRAM at the end), OUT_DIR/retire.bin (int64 per
 // instruction: the cycle it completed, -1 if never), OUT_DIR/stores.bin (per
-// write request: u32 address, u32 length, u64 cycle, the bytes) and
+// DRAM row written: u32 address, u32 length, u64 cycle, the bytes) and
 // OUT_DIR/result.txt ("status cycles tokens_empty error_pc").
 #include <cmath>
 #include <cstdint>
@@ -22,9 +23,10 @@
 #include "Vheli_npu_core.h"
 #include "verilated.h"
 
-#ifndef DATA_BYTES
-#error "DATA_BYTES (4 * DIM) must be defined"
+#if !defined(SLOT_BYTES) || !defined(BEAT_ROWS)
+#error "SLOT_BYTES (4 * DIM) and BEAT_ROWS (rows per bus beat) must be defined"
 #endif
+#define DATA_BYTES (SLOT_BYTES * BEAT_ROWS)
 
 static std::vector<uint8_t> read_file(const std::string& path) {
     FILE* f = std::fopen(path.c_str(), "rb");
@@ -102,11 +104,15 @@ int main(int argc, char** argv) {
         if (top.done) { status = "done"; break; }
         if (top.instr_ready) ++pc;
         if (top.bus___05Freq_valid) {
-            uint64_t addr = top.bus___05Freq_addr, n = top.bus___05Freq_len;
-            if (addr + n > dram.size()) {
-                std::fprintf(stderr, "cycle %llu: a bus request of %llu bytes at %#llx is "
-                             "outside the %zu-byte DRAM\n", (unsigned long long)cycle,
-                             (unsigned long long)n, (unsigned long long)addr, dram.size());
+            uint64_t addr = top.bus___05Freq_addr, stride = top.bus___05Freq_stride;
+            uint64_t rows = top.bus___05Freq_rows, n = top.bus___05Freq_len;
+            uint64_t end = addr + (rows - 1) * stride + n;
+            if (rows < 1 || rows > BEAT_ROWS || end > dram.size()) {
+                std::fprintf(stderr, "cycle %llu: a bus request of %llu rows of %llu bytes at "
+                             "%#llx (stride %llu) is outside the %zu-byte DRAM\n",
+                             (unsigned long long)cycle, (unsigned long long)rows,
+                             (unsigned long long)n, (unsigned long long)addr,
+                             (unsigned long long)stride, dram.size());
                 status = "bus_error";
                 break;
             }
@@ -115,17 +121,21 @@ int main(int argc, char** argv) {
             if (top.bus___05Freq_write) {
                 uint8_t w[DATA_BYTES];
                 get_bytes(top.bus___05Freq_wdata, w, DATA_BYTES);
-                std::memcpy(&dram[addr], w, n);
-                uint32_t head[2] = {(uint32_t)addr, (uint32_t)n};
-                uint64_t when = cycle;
-                stores.insert(stores.end(), (uint8_t*)head, (uint8_t*)head + 8);
-                stores.insert(stores.end(), (uint8_t*)&when, (uint8_t*)&when + 8);
-                stores.insert(stores.end(), w, w + n);
+                for (uint64_t j = 0; j < rows; ++j) {
+                    uint64_t a = addr + j * stride;
+                    std::memcpy(&dram[a], w + SLOT_BYTES * j, n);
+                    uint32_t head[2] = {(uint32_t)a, (uint32_t)n};
+                    uint64_t when = cycle;
+                    stores.insert(stores.end(), (uint8_t*)head, (uint8_t*)head + 8);
+                    stores.insert(stores.end(), (uint8_t*)&when, (uint8_t*)&when + 8);
+                    stores.insert(stores.end(), w + SLOT_BYTES * j, w + SLOT_BYTES * j + n);
+                }
             } else {
-                std::memcpy(r.data.data(), &dram[addr], n);
+                for (uint64_t j = 0; j < rows; ++j)
+                    std::memcpy(r.data.data() + SLOT_BYTES * j, &dram[addr + j * stride], n);
             }
             double ready = (double)(cycle + latency);
-            last = std::max(ready, last + (double)n / bandwidth);
+            last = std::max(ready, last + (double)(rows * n) / bandwidth);
             uint64_t at = (uint64_t)std::ceil(last - 1e-9);
             if (!pending.empty() && at <= pending.back().at) at = pending.back().at + 1;
             r.at = at;
