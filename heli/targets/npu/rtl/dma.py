@@ -14,8 +14,8 @@ responses (the bus answers in order):
 * ``dma_store``: the beat's SRAM rows are read (one cycle, ROWS read ports)
   and sent as one write request.
 
-The transfer is done (``done`` pulses) the cycle after its last response:
-every row is in the SRAM, or acknowledged by DRAM.
+The transfer is done (``done``) with its last response: every row is in the
+SRAM (at the end of that cycle), or acknowledged by DRAM.
 """
 
 # No `from __future__ import annotations`: wiring.Component reads the port
@@ -49,7 +49,8 @@ class DmaEngine(wiring.Component):
         The instruction's fields (first SRAM row, DRAM byte address, bytes
         between DRAM rows, rows, elements per row).
     done : Out(1)
-        Pulses the cycle after the transfer's last response.
+        The transfer's last response arrives this cycle (its rows are written
+        at the end of the cycle); a new transfer may be taken in the same cycle.
     bus : Out(MemBusSignature(DIM, ROWS))
         The memory bus (this engine is its master).
     spad_waddr_<j>, spad_wen_<j>, spad_wdata_<j> : Out, j < ROWS
@@ -100,14 +101,6 @@ class DmaEngine(wiring.Component):
         sent, received = Signal(16), Signal(16)        # rows requested, rows answered
         primed = Signal()                              # a store's first beat has been read
 
-        m.d.comb += self.cmd_ready.eq(~busy)
-        m.d.sync += self.done.eq(0)
-        with m.If(self.cmd_valid & ~busy):
-            m.d.sync += [busy.eq(1), store.eq(self.cmd_store), mem.eq(self.cmd_mem),
-                         sram.eq(self.cmd_sram), addr.eq(self.cmd_dram),
-                         stride.eq(self.cmd_stride), rows.eq(self.cmd_rows),
-                         cols.eq(self.cmd_cols), sent.eq(0), received.eq(0), primed.eq(0)]
-
         n_req, n_resp = Signal(range(k + 1)), Signal(range(k + 1))
         left_req, left_resp = Signal(16), Signal(16)
         m.d.comb += [left_req.eq(rows - sent), left_resp.eq(rows - received),
@@ -131,7 +124,15 @@ class DmaEngine(wiring.Component):
         with m.If(resp_fire):
             m.d.sync += received.eq(received + n_resp)
             with m.If(received + n_resp == rows):
-                m.d.sync += [busy.eq(0), self.done.eq(1)]
+                m.d.sync += busy.eq(0)
+                m.d.comb += self.done.eq(1)
+        # a new transfer may be taken in the cycle the last one finishes
+        m.d.comb += self.cmd_ready.eq(~busy | self.done)
+        with m.If(self.cmd_valid & self.cmd_ready):
+            m.d.sync += [busy.eq(1), store.eq(self.cmd_store), mem.eq(self.cmd_mem),
+                         sram.eq(self.cmd_sram), addr.eq(self.cmd_dram),
+                         stride.eq(self.cmd_stride), rows.eq(self.cmd_rows),
+                         cols.eq(self.cmd_cols), sent.eq(0), received.eq(0), primed.eq(0)]
 
         self._store_path(m, sram, sent + Mux(req_fire, n_req, 0), mem)
         self._load_path(m, sram, received, n_resp, resp_fire & ~store, mem, cols)

@@ -163,7 +163,8 @@ class DmaQueueExecutor(wiring.Component):
     dma_store, dma_mem, dma_sram, dma_dram, dma_stride, dma_rows, dma_cols : Out
         The transfer's fields.
     dma_done : In(1)
-        The DMA engine finished this queue's transfer.
+        The DMA engine finishes this queue's transfer this cycle (the next
+        transfer of the queue may be offered in the same cycle).
     retire : Out(1)
         An instruction completes this cycle.
     retire_pc : Out(32)
@@ -200,8 +201,10 @@ class DmaQueueExecutor(wiring.Component):
         m = Module()
         m.submodules.decoder = dec = InstructionDecoder()
         busy, pc = Signal(), Signal(PC_BITS)
-        head = Signal()
+        head, dma_head = Signal(), Signal()
+        # a transfer may follow the previous one in the cycle it finishes
         m.d.comb += [dec.word.eq(self.instr_word), head.eq(self.instr_valid & ~busy),
+                     dma_head.eq(self.instr_valid & (~busy | self.dma_done)),
                      self.idle.eq(~busy)]
         m.d.comb += [self.tok_dst.eq(dec.f_dst), self.tok_src.eq(dec.f_src),
                      self.dma_store.eq(dec.is_dma_store), self.dma_mem.eq(dec.f_mem),
@@ -212,14 +215,14 @@ class DmaQueueExecutor(wiring.Component):
         m.d.comb += [
             self.tok_push.eq(head & dec.is_push & self.tok_push_ok),
             self.tok_wait.eq(head & dec.is_wait & self.tok_wait_ok),
-            self.dma_valid.eq(head & is_dma),
+            self.dma_valid.eq(dma_head & is_dma),
         ]
         token_done = self.tok_push | self.tok_wait
         m.d.comb += self.instr_ready.eq(token_done | (self.dma_valid & self.dma_grant))
-        with m.If(self.dma_valid & self.dma_grant):
-            m.d.sync += [busy.eq(1), pc.eq(self.instr_pc)]
         with m.If(busy & self.dma_done):
             m.d.sync += busy.eq(0)
+        with m.If(self.dma_valid & self.dma_grant):
+            m.d.sync += [busy.eq(1), pc.eq(self.instr_pc)]
         m.d.comb += [self.retire.eq(token_done | (busy & self.dma_done)),
                      self.retire_pc.eq(Mux(busy, pc, self.instr_pc))]
         return m
