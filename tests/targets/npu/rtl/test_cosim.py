@@ -129,3 +129,21 @@ def test_ppocr_cls_dim8(cls_int8):
 @pytest.mark.slow
 def test_ppocr_cls_dim16(cls_int8):
     _cosim_cls(cls_int8, 16)
+
+
+def test_a_wrong_store_is_named():
+    """The comparison itself: a DRAM write that differs from the simulator's is
+    reported with its instruction, row and cycle."""
+    from heli.targets.npu import isa
+    from heli.targets.npu.cosim import CosimError, RtlRun, check_stores
+
+    prog = isa.assemble("dma_store mem=spad sram=0 dram=16 stride=4 rows=2 cols=4\nhalt")
+    expected = np.zeros(64, np.uint8)
+    expected[20:24] = [1, 2, 3, 4]
+    good = [(16, bytes(4), 70), (20, bytes([1, 2, 3, 4]), 71)]
+    run = RtlRun(expected.copy(), 80, np.array([71, -1]), good)
+    assert check_stores(prog, run, expected) == 2
+    bad = RtlRun(expected.copy(), 80, np.array([71, -1]), [good[0], (20, bytes([1, 2, 9, 4]), 71)])
+    with pytest.raises(CosimError, match=r"instruction 0 \(dma_store .*\), row 1: the RTL wrote "
+                                         r"\[1, 2, 9, 4\] to DRAM 0x14 at cycle 71"):
+        check_stores(prog, bad, expected)
