@@ -65,10 +65,12 @@ class NpuCore(wiring.Component):
         Its program index.
     tokens_empty : Out(1)
         No token channel holds a token (checked when ``done``).
-    load_retire, compute_retire, array_retire, store_retire : Out(1)
-        An instruction of that queue completes this cycle (``array_retire``: a
-        ``matmul``'s last result row is written); ``<queue>_retire_pc`` is
-        its program index.  For the co-simulation's per-layer cycle counts.
+    load_retire, compute_retire, weights_retire, array_retire, store_retire : Out(1)
+        An instruction of that queue completes this cycle (``weights_retire``:
+        a ``load_weights``, which runs beside the other compute instructions;
+        ``array_retire``: a ``matmul``'s last result row is written);
+        ``<queue>_retire_pc`` is its program index.  For the co-simulation's
+        per-layer cycle counts.
     """
 
     def __init__(self, cfg: NpuConfig, dma_rows: int = DMA_ROWS) -> None:
@@ -80,7 +82,7 @@ class NpuCore(wiring.Component):
             "done": Out(1), "error": Out(1), "error_pc": Out(PC_BITS),
             "tokens_empty": Out(1),
         }
-        for q in ("load", "compute", "array", "store"):
+        for q in ("load", "compute", "weights", "array", "store"):
             members[f"{q}_retire"] = Out(1)
             members[f"{q}_retire_pc"] = Out(PC_BITS)
         super().__init__(members)
@@ -108,8 +110,10 @@ class NpuCore(wiring.Component):
         for name, ex in (("load", load), ("compute", comp), ("store", store)):
             m.d.comb += [getattr(self, f"{name}_retire").eq(ex.retire),
                          getattr(self, f"{name}_retire_pc").eq(ex.retire_pc)]
-        m.d.comb += [self.array_retire.eq(comp.array_retire),
-                     self.array_retire_pc.eq(comp.array_retire_pc)]
+        for unit in ("array", "weights"):
+            m.d.comb += [getattr(self, f"{unit}_retire").eq(getattr(comp, f"{unit}_retire")),
+                         getattr(self, f"{unit}_retire_pc").eq(
+                             getattr(comp, f"{unit}_retire_pc"))]
         m.d.comb += self.done.eq(fetch.halted & fifos_empty & load.idle & comp.idle
                                  & store.idle & dma.cmd_ready)
         return m

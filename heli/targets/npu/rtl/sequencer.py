@@ -18,7 +18,10 @@ their destination rows and are written when they come out:
   than 2·DIM-1 cycles after the last ``matmul`` started (every PE has
   switched to the active weights by then);
 * ``load_weights``: rows ``src + DIM-1`` down to ``src`` (zero beyond
-  ``rows``) are shifted into the array's shadow weights over DIM cycles.
+  ``rows``) are read through scratchpad port B and shifted into the array's
+  shadow weights over DIM cycles, by an engine of its own that runs beside a
+  streaming ``matmul``; the next ``matmul`` may start in the cycle the last
+  row is read.
 
 ``requant_pc`` first reads its two parameter rows (three cycles).
 """
@@ -49,7 +52,6 @@ class Kind(enum.Enum, shape=3):
 
     VECTOR = 0
     MATMUL = 1
-    LOAD_WEIGHTS = 2
     LUT = 3            # vlut
     LUT_LOAD = 4
 
@@ -101,6 +103,10 @@ class ComputeSequencer(wiring.Component):
         An instruction completes this cycle (``matmul``: its rows are streamed).
     retire_pc : Out(32)
         Its program index.
+    weights_retire : Out(1)
+        A ``load_weights`` issues its last row this cycle.
+    weights_retire_pc : Out(32)
+        Its program index.
     array_retire : Out(1)
         A ``matmul``'s last output row is written this cycle.
     array_retire_pc : Out(32)
@@ -127,6 +133,7 @@ class ComputeSequencer(wiring.Component):
             "acc_m_raddr": Out(aa), "acc_m_rdata": In(rows32),
             "acc_waddr": Out(aa), "acc_wen": Out(1), "acc_wdata": Out(rows32),
             "retire": Out(1), "retire_pc": Out(PC_BITS),
+            "weights_retire": Out(1), "weights_retire_pc": Out(PC_BITS),
             "array_retire": Out(1), "array_retire_pc": Out(PC_BITS),
             "idle": Out(1),
         })
@@ -146,7 +153,7 @@ class ComputeSequencer(wiring.Component):
         self._vector_path(m, vec, r)
         self._array_path(m, arr, r)
         self._lut_path(m, r)
-        m.d.comb += self.idle.eq((state == State.IDLE) & ~r.array_busy)
+        m.d.comb += self.idle.eq((state == State.IDLE) & ~r.array_busy & ~r.lw_active)
         return m
 
     # -- dispatch -----------------------------------------------------------
@@ -154,25 +161,32 @@ class ComputeSequencer(wiring.Component):
     def _dispatch(self, m: Module, dec: InstructionDecoder, r: "_Regs", state) -> None:
         dim = self.cfg.dim
         head = self.instr_valid & (state == State.IDLE)
+        # load_weights runs beside a streaming matmul (shadow weights); a matmul
+        # may start in the cycle the last load_weights issues its last row
+        mm_streaming = (state == State.STREAM) & (r.kind == Kind.MATMUL)
+        lw_free = ~r.lw_active | r.lw_last
+        drained = ~r.array_busy & ~r.lw_active
         go = Signal()
         m.d.comb += [self.tok_dst.eq(dec.f_dst), self.tok_src.eq(dec.f_src)]
         with m.If(dec.is_push):
-            m.d.comb += go.eq(head & self.tok_push_ok & ~r.array_busy)
+            m.d.comb += go.eq(head & self.tok_push_ok & drained)
             m.d.comb += self.tok_push.eq(go)
         with m.Elif(dec.is_wait):
             m.d.comb += go.eq(head & self.tok_wait_ok)
             m.d.comb += self.tok_wait.eq(go)
         with m.Elif(dec.is_load_weights):
-            m.d.comb += go.eq(head & (r.mm_age >= 2 * dim - 1))
+            m.d.comb += go.eq(self.instr_valid & ((state == State.IDLE) | mm_streaming)
+                              & (r.mm_age >= 2 * dim - 1) & lw_free)
         with m.Elif(dec.is_matmul):
-            m.d.comb += go.eq(head)
+            m.d.comb += go.eq(head & lw_free)
         with m.Else():
-            m.d.comb += go.eq(head & ~r.array_busy)
+            m.d.comb += go.eq(head & drained)
         m.d.comb += self.instr_ready.eq(go)
         with m.If(r.mm_age != 2 * dim - 1):
             m.d.sync += r.mm_age.eq(r.mm_age + 1)
 
-        with m.If(go):
+        self._weights(m, dec, r, go & dec.is_load_weights)
+        with m.If(go & ~dec.is_load_weights):
             m.d.sync += [r.pc.eq(self.instr_pc), r.i.eq(0), r.o.eq(0), r.s_row.eq(0),
                          r.s_off.eq(0), r.d_row.eq(0), r.outer.eq(1), r.a_stride.eq(1),
                          r.a_ostride.eq(0), r.dst_ostride.eq(0), r.y_step.eq(1),
@@ -184,9 +198,23 @@ class ComputeSequencer(wiring.Component):
                 m.d.comb += [self.retire.eq(1), self.retire_pc.eq(self.instr_pc)]
             self._setup(m, dec, r, state)
 
+    def _weights(self, m: Module, dec: InstructionDecoder, r: "_Regs", start) -> None:
+        """The ``load_weights`` engine: scratchpad rows ``src + DIM-1`` down to
+        ``src`` through read port B, one per cycle, beside the other engine."""
+        dim = self.cfg.dim
+        m.d.comb += r.lw_last.eq(r.lw_active & (r.lw_j == dim - 1))
+        with m.If(r.lw_active):
+            m.d.sync += r.lw_j.eq(r.lw_j + 1)
+            with m.If(r.lw_last):
+                m.d.sync += r.lw_active.eq(0)
+        m.d.comb += [self.weights_retire.eq(r.lw_last), self.weights_retire_pc.eq(r.lw_pc)]
+        with m.If(start):
+            m.d.sync += [r.lw_active.eq(1), r.lw_j.eq(0), r.lw_src.eq(dec.f_src),
+                         r.lw_rows.eq(dec.f_rows), r.lw_pc.eq(self.instr_pc)]
+
     def _setup(self, m: Module, dec: InstructionDecoder, r: "_Regs", state) -> None:
         """The row counters and operands of the instruction being taken."""
-        dim, lut_rows = self.cfg.dim, self.cfg.lut_rows
+        lut_rows = self.cfg.lut_rows
         s = m.d.sync
         pool = dec.is_vmaxpool | dec.is_vsumpool
         with m.If(dec.is_matmul):
@@ -194,9 +222,6 @@ class ComputeSequencer(wiring.Component):
                   r.a_ostride.eq(dec.f_a_ostride), r.dst.eq(dec.f_c),
                   r.dst_ostride.eq(dec.f_c_ostride), r.outer.eq(dec.f_outer),
                   r.acc.eq(dec.f_acc), r.mm_age.eq(0)]
-        with m.If(dec.is_load_weights):
-            s += [r.kind.eq(Kind.LOAD_WEIGHTS), r.a_base.eq(dec.f_src), r.rows.eq(dim),
-                  r.lw_rows.eq(dec.f_rows)]
         with m.If(pool):
             s += [r.a_base.eq(dec.f_src), r.a_stride.eq(dec.f_src_stride),
                   r.a_ostride.eq(dec.f_src_ostride), r.b_base.eq(dec.f_dst),
@@ -250,7 +275,7 @@ class ComputeSequencer(wiring.Component):
             with m.Else():
                 m.d.sync += [r.i.eq(r.i + 1), r.s_off.eq(r.s_off + r.a_stride)]
         with m.If(r.last):
-            with m.If((r.kind == Kind.MATMUL) | (r.kind == Kind.LOAD_WEIGHTS)):
+            with m.If(r.kind == Kind.MATMUL):
                 m.d.sync += state.eq(State.IDLE)
                 m.d.comb += [self.retire.eq(1), self.retire_pc.eq(r.pc)]
             with m.Else():
@@ -275,10 +300,10 @@ class ComputeSequencer(wiring.Component):
 
         # read addresses (the SRAM ports ignore unused ones)
         lw_row = Signal(16)
-        m.d.comb += lw_row.eq(r.a_base + (dim - 1) - r.i)
+        m.d.comb += lw_row.eq(r.lw_src + (dim - 1) - r.lw_j)
         m.d.comb += [
-            self.spad_a_raddr.eq(Mux(r.kind == Kind.LOAD_WEIGHTS, lw_row, r.src)),
-            self.spad_b_raddr.eq(r.b_base + r.drow),
+            self.spad_a_raddr.eq(r.src),
+            self.spad_b_raddr.eq(Mux(r.lw_active, lw_row, r.b_base + r.drow)),
             self.acc_x_raddr.eq(r.x_base + r.drow),
             self.acc_y_raddr.eq(Mux(state == State.STREAM,
                                     r.y_base + Mux(r.y_step, r.drow, 0), r.y_base)),
@@ -316,10 +341,9 @@ class ComputeSequencer(wiring.Component):
         their results written 2·DIM cycles after the read."""
         dim = self.cfg.dim
         lw_valid, lw_keep = Signal(), Signal()
-        m.d.sync += [lw_valid.eq(r.issue & (r.kind == Kind.LOAD_WEIGHTS)),
-                     lw_keep.eq((dim - 1) - r.i < r.lw_rows)]
+        m.d.sync += [lw_valid.eq(r.lw_active), lw_keep.eq((dim - 1) - r.lw_j < r.lw_rows)]
         for n in range(dim):
-            m.d.comb += arr.w_row[n].eq(Mux(lw_keep, self.spad_a_rdata[n], 0))
+            m.d.comb += arr.w_row[n].eq(Mux(lw_keep, self.spad_b_rdata[n], 0))
         m.d.comb += arr.w_load.eq(lw_valid)
 
         a_valid, a_first = Signal(), Signal()
@@ -405,6 +429,9 @@ class _Regs:
         self.b_base, self.x_base, self.y_base, self.y_step = s(16), s(16), s(16), s(1)
         self.dst, self.dst_ostride = s(16), s(16)
         self.lw_rows, self.lut_base = s(8), s(16)
+        self.lw_active, self.lw_j, self.lw_src, self.lw_pc = s(1), s(range(dim)), s(16), \
+            s(PC_BITS)
+        self.lw_last = s(1)
         self.acc, self.first, self.to_acc, self.per_lane = s(1), s(1), s(1), s(1)
         self.mult, self.shift, self.fill = s(INT32), s(SHIFT), s(INT32)
         self.zp, self.lo, self.hi, self.za, self.zb = (s(INT8) for _ in range(5))

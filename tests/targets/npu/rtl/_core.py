@@ -72,7 +72,7 @@ def run_core(cfg: NpuConfig, program, dram: np.ndarray, max_cycles: int = 20000)
                 pending.append((at, payload))
             if due and ctx.get(dut.bus.resp_ready):
                 pending.popleft()
-            for q in ("load", "compute", "array", "store"):
+            for q in ("load", "compute", "weights", "array", "store"):
                 if ctx.get(getattr(dut, f"{q}_retire")):
                     result.retired[ctx.get(getattr(dut, f"{q}_retire_pc"))] = cycle
             await ctx.tick()

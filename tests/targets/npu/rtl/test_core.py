@@ -12,7 +12,7 @@ from heli.targets.npu.sim import Npu
 
 from ._core import run_core
 
-CFG = NpuConfig(dim=4, spad_bytes=4 * 256, acc_bytes=16 * 64, dma_latency=6, token_depth=2,
+CFG = NpuConfig(dim=4, spad_bytes=4 * 256, acc_bytes=16 * 128, dma_latency=6, token_depth=2,
                 queue_depth=4)
 
 MATMUL = """
@@ -26,6 +26,12 @@ load_weights src=20 rows=3
 matmul a=0 c=0 rows=5 acc=1
 load_weights src=21 rows=2
 matmul a=1 a_stride=2 a_ostride=3 c=10 c_ostride=2 rows=2 outer=2 acc=0
+load_weights src=20 rows=3
+matmul a=0 c=40 rows=12
+load_weights src=21 rows=2
+matmul a=2 c=40 rows=12 acc=1
+load_weights src=22 rows=1
+matmul a=1 c=52 rows=9
 requant src=0 dst=40 rows=10 mult=1518500250 shift=38 zp=3 lo=-20 hi=100
 requant_pc src=10 dst=100 rows=4 params=30 zp=-3
 vclip src=40 dst=60 rows=10 lo=-5 hi=50
@@ -38,6 +44,7 @@ dma_store mem=spad sram=40 dram=1024 stride=4 rows=10 cols=4
 dma_store mem=acc sram=0 dram=1100 stride=16 rows=10 cols=4
 dma_store mem=spad sram=80 dram=1400 stride=4 rows=10 cols=3
 dma_store mem=spad sram=100 dram=1500 stride=4 rows=4 cols=4
+dma_store mem=acc sram=40 dram=1600 stride=16 rows=21 cols=4
 halt
 """
 
@@ -64,7 +71,7 @@ halt
 def random_dram(seed: int) -> np.ndarray:
     """Random bytes, with valid per-lane requantization parameters at 528."""
     r = np.random.default_rng(seed)
-    dram = np.zeros(4096, np.uint8)
+    dram = np.zeros(8192, np.uint8)
     dram[:1024] = r.integers(0, 256, 1024)
     params = np.stack([r.integers(-2**31, 2**31, 4), [0, 1, 37, 63]]).astype("<i4")
     dram[528:560] = np.frombuffer(params.tobytes(), np.uint8)

@@ -146,6 +146,8 @@ int main(int argc, char** argv) {
         if (top.store_retire && top.store_retire_pc < n_instr) retire[top.store_retire_pc] = cycle;
         if (top.compute_retire && top.compute_retire_pc < n_instr)
             retire[top.compute_retire_pc] = std::max<int64_t>(retire[top.compute_retire_pc], cycle);
+        if (top.weights_retire && top.weights_retire_pc < n_instr)
+            retire[top.weights_retire_pc] = cycle;
         if (top.array_retire && top.array_retire_pc < n_instr)
             retire[top.array_retire_pc] = std::max<int64_t>(retire[top.array_retire_pc], cycle);
         top.clk = 1;
