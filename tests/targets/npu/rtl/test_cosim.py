@@ -147,3 +147,36 @@ def test_a_wrong_store_is_named():
     with pytest.raises(CosimError, match=r"instruction 0 \(dma_store .*\), row 1: the RTL wrote "
                                          r"\[1, 2, 9, 4\] to DRAM 0x14 at cycle 71"):
         check_stores(prog, bad, expected)
+
+
+def test_cli_cosim(tmp_path, capsys):
+    """`heli npu cosim MODEL --dim 8` on a small float CNN (conv, depthwise,
+    max-pool, matmul): quantized on random samples, every NPU segment
+    co-simulated, the per-layer table printed."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from heli.cli._main import main
+
+    r = np.random.default_rng(0)
+
+    def w(name, *shape):
+        return numpy_helper.from_array((r.standard_normal(shape) * 0.3).astype(np.float32), name)
+
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("MaxPool", ["r1"], ["p1"], kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Conv", ["p1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1], group=10),
+        helper.make_node("Relu", ["c2"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "tiny", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 12, 10])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10, 6, 5])],
+        [w("w1", 10, 3, 3, 3), w("b1", 10), w("w2", 10, 1, 3, 3), w("b2", 10)])
+    path = tmp_path / "tiny.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    assert main(["npu", "cosim", str(path), "--dim", "8"]) == 0
+    out = capsys.readouterr().out
+    assert "RTL co-simulation at DIM 8" in out and "outputs bit-exact" in out
+    assert "| layer | RTL cycles | model cycles | delta |" in out and "**total**" in out
