@@ -90,3 +90,16 @@ def test_core_matches_simulator(text):
     assert diff.size == 0, f"DRAM differs at {diff.size} bytes, first at {diff[0]:#x}"
     # every instruction but halt retired, each after it was fetched
     assert sorted(got.retired) == list(range(len(prog) - 1))
+
+
+def test_core_verilog_lints_clean(tmp_path):
+    """`verilator --lint-only -Wall` on the whole core, with the waivers of
+    heli/targets/npu/rtl/lint.py (Verilator is required)."""
+    from heli.targets.npu.rtl.generate import CORE_NAME, generate_core_verilog
+    from heli.targets.npu.rtl.lint import lint
+
+    path = tmp_path / f"{CORE_NAME}.v"
+    path.write_text(generate_core_verilog(CFG))
+    result = lint(path, top=CORE_NAME)
+    assert result.ok, "\n".join(result.unexplained[:20])
+    assert result.waived["WIDTH"] > 0
