@@ -144,7 +144,7 @@ def _sources_digest() -> str:
     """Digest of everything the generated Verilog and the testbench depend on:
     the RTL generator's sources, the ISA and the configuration class."""
     npu = Path(__file__).parent
-    rtl = [f for f in (npu / "rtl").glob("*.py") if f.name != "lint.py"]
+    rtl = [f for f in (npu / "rtl").glob("*.py") if f.name not in ("lint.py", "__init__.py")]
     files = sorted([*rtl, _TB, npu / "isa.py", npu / "config.py"])
     h = hashlib.sha256()
     for f in files:
