@@ -55,7 +55,7 @@ def add_npu_parser(sub) -> None:
                            "the RTL (Verilator) and the simulator, compare, print cycles")
     cos.add_argument("model", metavar="MODEL", help="float ONNX model")
     cos.add_argument("--dim", type=_int, default=d.dim, help=f"array size (default {d.dim})")
-    cos.add_argument("--shape", action="append", default=[], metavar="NAME=D,D,...",
+    cos.add_argument("--input-shape", action="append", default=[], metavar="NAME=D0,D1,...",
                      help="shape of a dynamic input, e.g. x=1,3,48,192 (repeatable)")
     cos.add_argument("--seed", type=_int, default=0,
                      help="seed of the random calibration and test inputs (default 0)")
@@ -82,20 +82,10 @@ def cmd_npu_rtl(args: argparse.Namespace) -> int:
     return 0
 
 
-def _shapes(items: list[str]) -> dict[str, tuple[int, ...]]:
-    shapes = {}
-    for item in items:
-        name, _, dims = item.partition("=")
-        try:
-            shapes[name] = tuple(int(d) for d in dims.split(","))
-        except ValueError:
-            raise HeliError(f"--shape {item!r} is not NAME=D,D,... with integer D.") from None
-    return shapes
-
-
 def cmd_npu_cosim(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from heli.cli._commands import parse_shapes
     from heli.frontend.onnx import import_onnx
     from heli.passes import QdqToInt
     from heli.quant import quantize
@@ -103,12 +93,12 @@ def cmd_npu_cosim(args: argparse.Namespace) -> int:
     from heli.targets.npu.rtl.params import rtl_config
 
     cfg = rtl_config(dim=args.dim)
-    shapes = _shapes(args.shape)
+    shapes = parse_shapes(args.input_shape)
     for v in import_onnx(args.model).inputs:
         dims = shapes.get(v.name, v.type.shape)
         if not all(isinstance(d, int) for d in dims):
             raise HeliError(f"input {v.name!r} has the dynamic shape {dims}; give it with "
-                            f"--shape {v.name}=D,D,...")
+                            f"--input-shape {v.name}=D0,D1,...")
         shapes[v.name] = tuple(dims)
     r = np.random.default_rng(args.seed)
     samples = [{k: r.uniform(-1, 1, s).astype(np.float32) for k, s in shapes.items()}
