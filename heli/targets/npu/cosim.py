@@ -480,8 +480,8 @@ def doc_table(dims: Sequence[int] = (8, 16)) -> str:
 
 
 def _write_doc(path: Path) -> None:
-    text = path.read_text()
     table = doc_table()
+    text = path.read_text()                  # read after the minutes the table takes
     block = f"{DOC_BEGIN}\n\n{table}\n\n{DOC_END}"
     if DOC_BEGIN in text:
         a, b = text.index(DOC_BEGIN), text.index(DOC_END) + len(DOC_END)
