@@ -19,6 +19,7 @@ build flags and Verilator's version) under ``$HELI_CACHE_DIR`` or
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import hashlib
 import os
@@ -167,8 +168,14 @@ def build_testbench(cfg: NpuConfig) -> Path:
     tool = verilator()
     final = _cache_root() / "npu-cosim" / _build_key(cfg, tool)
     exe = final / "cosim_tb"
-    if not exe.exists():
-        _build(cfg, tool, final)
+    if exe.exists():
+        return exe
+    final.parent.mkdir(parents=True, exist_ok=True)
+    # one build per key at a time (pytest workers): the others wait for it
+    with open(final.parent / f"{final.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not exe.exists():
+            _build(cfg, tool, final)
     return exe
 
 
