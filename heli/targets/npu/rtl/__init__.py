@@ -9,6 +9,12 @@
 * :mod:`~heli.targets.npu.rtl.decoder` — the instruction decoder, generated
   from :mod:`heli.targets.npu.isa`;
 * :mod:`~heli.targets.npu.rtl.top` — the datapath: SRAMs and the units;
+* :mod:`~heli.targets.npu.rtl.bus` — the memory bus (valid / ready beats of rows);
+* :mod:`~heli.targets.npu.rtl.dma` — the DMA engine;
+* :mod:`~heli.targets.npu.rtl.queues` — fetch, token channels, the load / store
+  queue executor;
+* :mod:`~heli.targets.npu.rtl.sequencer` — the compute queue's sequencer;
+* :mod:`~heli.targets.npu.rtl.core` — the whole core (``docs/npu.md``, "RTL core");
 * :mod:`~heli.targets.npu.rtl.generate` — Verilog and ``params.json`` output.
 
 Only :mod:`params` is imported here, so parameter checks need no Amaranth.

@@ -30,6 +30,21 @@ def generate_verilog(cfg: NpuConfig, name: str = TOP_NAME) -> str:
     return verilog.convert(top, name=name, emit_src=False)
 
 
+#: Name of the generated Verilog module of the whole core (:class:`NpuCore`).
+CORE_NAME = "heli_npu_core"
+
+
+def generate_core_verilog(cfg: NpuConfig, name: str = CORE_NAME) -> str:
+    """Verilog of the whole core (fetch, queues, tokens, sequencer, DMA engine,
+    SRAMs) for ``cfg`` (RtlConfigError first if the RTL cannot be built for it)."""
+    check_rtl_config(cfg)
+    from amaranth.back import verilog
+
+    from heli.targets.npu.rtl.core import NpuCore
+
+    return verilog.convert(NpuCore(cfg), name=name, emit_src=False)
+
+
 def _write_atomic(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

@@ -16,9 +16,18 @@ _WARNING = re.compile(r"^%Warning-([A-Z0-9_]+): (?:[^:]+:\d+:\d+: )?(.*)$")
 _EXTENDS = re.compile(r"expects (\d+) bits? on the (?:LHS|RHS), but .* generates (\d+) bits?\.$")
 
 
+#: Yosys writes a variable part-select ``x[i*w +: w]`` (Amaranth's
+#: ``bit_select`` / ``word_select``) as ``x >> (i*w)`` assigned to a w-bit wire.
+_PART_SELECT = re.compile(r"^Operator ASSIGNW expects \d+ bits on the Assign RHS, but Assign "
+                          r"RHS's SHIFTR generates \d+ bits\.$")
+
+
 def _width_ok(message: str) -> bool:
-    """Operand widening only (never truncation), or ``!x`` of a multi-bit ``x``."""
+    """Operand widening only (never truncation), ``!x`` of a multi-bit ``x``, or
+    a variable part-select written as a right shift."""
     if message.startswith("Logical operator LOGNOT expects 1 bit"):
+        return True
+    if _PART_SELECT.match(message):
         return True
     m = _EXTENDS.search(message)
     return m is not None and int(m.group(2)) < int(m.group(1))
@@ -33,8 +42,9 @@ WAIVERS = {
                      lambda msg: True),
     "CASEINCOMPLETE": ("Yosys writes each process as default assignments followed by a "
                        "case without a default branch", lambda msg: True),
-    "WIDTH": ("Yosys relies on Verilog's implicit operand extension; only widening is "
-              "waived (a truncation fails)", _width_ok),
+    "WIDTH": ("Yosys relies on Verilog's implicit operand extension and writes a variable "
+              "part-select as a right shift; only widening and those shifts are waived "
+              "(any other truncation fails)", _width_ok),
 }
 
 
