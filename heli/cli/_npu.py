@@ -1,7 +1,8 @@
 """``heli npu ...``: tools of the reference NPU.
 
 ``heli npu rtl --dim 16 --spad 256K --acc 64K -o out/`` writes synthesizable
-Verilog of the NPU's datapath (``out/heli_npu.v``) and its parameters
+Verilog of the whole NPU core (``out/heli_npu.v``: fetch, queues, tokens, sequencer,
+DMA engine, SRAMs, array, vector unit) and its parameters
 (``out/params.json``); invalid parameters are reported before any generation.
 """
 

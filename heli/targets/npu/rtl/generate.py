@@ -1,5 +1,5 @@
 """Verilog output of the NPU's RTL (``heli npu rtl``): the parameters are checked
-first, then the datapath is elaborated and converted with
+first, then the core (or, for unit use, the datapath alone) is elaborated and converted with
 ``amaranth.back.verilog`` (Yosys), and the Verilog and a JSON of the
 parameters are written atomically (each to a temporary file in the output
 folder, then renamed), so a failed run leaves no partial output."""
@@ -58,9 +58,10 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def write_rtl(cfg: NpuConfig, out_dir: str | os.PathLike, name: str = TOP_NAME) -> list[Path]:
-    """Writes ``<out_dir>/<name>.v`` and ``<out_dir>/params.json``; returns their paths."""
+    """Writes the whole core's Verilog (:func:`generate_core_verilog`) to
+    ``<out_dir>/<name>.v`` and ``<out_dir>/params.json``; returns their paths."""
     params = {"top": name, **rtl_params(cfg)}
-    verilog_text = generate_verilog(cfg, name)     # everything is built before any write
+    verilog_text = generate_core_verilog(cfg, name)  # everything is built before any write
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     v_path, j_path = out / f"{name}.v", out / "params.json"
