@@ -50,6 +50,8 @@ def add_npu_parser(sub) -> None:
                          default=getattr(d, name), help=f"(default {getattr(d, name)})")
     rtl.add_argument("--name", default=None, help="top-level module name (default heli_npu)")
     rtl.set_defaults(func=cmd_npu_rtl)
+    from heli.cli._npu_explore import add_explore_parsers  # `heli npu area`, `heli npu dse`
+    add_explore_parsers(tools)
 
 
 def cmd_npu_rtl(args: argparse.Namespace) -> int:
