@@ -476,6 +476,12 @@ def pareto_png(results: Sequence[Result], title: str = "") -> bytes:
         ax.scatter([r.area_mm2 for r in front], [r.seconds * 1e3 for r in front], s=190,
                    facecolors="none", edgecolors="black", linewidths=1.4, zorder=4)
     _scales(ax, pts)
+    if not pts:
+        ax.text(0.5, 0.5, "no configuration both fits the model and has an area estimate\n"
+                "(were the SRAMs too small, or the area skipped with --no-area?)",
+                transform=ax.transAxes, ha="center", va="center", fontsize=11, color="0.3")
+        ax.set_xticks([])
+        ax.set_yticks([])
     ax.set_xlabel("NPU area (mm², 45 nm: logic from Yosys + SRAM macros)")
     clock = {r.config.clock_hz for r in results}
     at = f" at {next(iter(clock)) / 1e9:g} GHz" if len(clock) == 1 else ""
