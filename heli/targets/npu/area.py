@@ -486,7 +486,8 @@ def area(cfg: NpuConfig, verilog: str | None = None) -> AreaReport:
 
 
 def _sram_block(m: Memory) -> Block:
-    return Block(f"sram: {m.name} ({m.depth}x{m.width})", 1, 0, 0, 0.0,
+    name = re.sub(r"\$\d+$", "", m.name)        # Yosys's uniquifying suffix: acc$184
+    return Block(f"sram: {name} ({m.depth}x{m.width})", 1, 0, 0, 0.0,
                  sram_bits=m.bits, sram_um2=sram_area_um2(m.bits))
 
 

@@ -127,8 +127,8 @@ def test_report_lists_every_block(reports):
     report = reports[(4, 4096)]
     names = [b.name for b in report.blocks]
     for name in ("array", "array.pe", "decoder", "vector",
-                 "sram: spad (1024x32)", "sram: acc$184 (64x128)"):
-        assert name in names or any(n.startswith(name.split("$")[0]) for n in names), name
+                 "sram: spad (1024x32)", "sram: acc (64x128)"):
+        assert name in names
     pe = _block(report, "array.pe")
     assert pe.instances == 16 and pe.parent == "array"
     top = [b for b in report.blocks if b.parent is None]
