@@ -519,7 +519,7 @@ def _scales(ax, pts: Sequence[Result]) -> None:
                                     ([r.seconds * 1e3 for r in pts], ax.yaxis, ax.set_yscale)):
         if values and min(values) > 0 and max(values) / min(values) > 4:
             set_scale("log")
-            axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+            axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 3.0, 5.0)))
             axis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
             axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.margins(0.12)
