@@ -51,6 +51,8 @@ def add_npu_parser(sub) -> None:
                          default=getattr(d, name), help=f"(default {getattr(d, name)})")
     rtl.add_argument("--name", default=None, help="top-level module name (default heli_npu)")
     rtl.set_defaults(func=cmd_npu_rtl)
+    from heli.cli._npu_explore import add_explore_parsers  # `heli npu area`, `heli npu dse`
+    add_explore_parsers(tools)
 
     cos = tools.add_parser("cosim", help="quantize and compile a model for the NPU, run it on "
                            "the RTL (Verilator) and the simulator, compare, print cycles")

