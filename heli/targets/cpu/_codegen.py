@@ -599,10 +599,14 @@ def _no_subgraphs(graph: Graph, inputs: object) -> list:
 
 
 #: Ops that only move or select data, run through their numpy semantics
-#: (exact for any dtype; Reshape and friends are views).
+#: (exact for any dtype; Reshape and friends are views).  The casts, masks and
+#: comparisons of attention masks (Cast, And, IsNaN...) are among them: left to
+#: ``ref`` they would cut the graph into segments for a few tiny integer or
+#: boolean tensors.
 HOST_OPS = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Concat",
                       "Identity", "Shape", "Size", "Slice", "Gather", "Expand", "Where",
-                      "Split"})
+                      "Split", "Cast", "And", "Or", "Not", "Xor", "IsNaN", "IsInf", "Equal",
+                      "Less", "LessOrEqual", "Greater", "GreaterOrEqual"})
 
 #: Elementwise ops with a scalar rule (see heli.kernel.SCALAR_RULES).
 ELEMENTWISE_OPS = frozenset({
