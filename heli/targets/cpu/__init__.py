@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import os
 import shutil
+import threading
 from collections.abc import Callable, Mapping
 
 import numpy as np
@@ -205,16 +206,19 @@ class CpuExecutable(Executable):
         self._steps = list(zip(steps, frees, strict=True))
         self._constants = dict(graph.constants)
         self._outputs = [v.name for v in graph.outputs]
+        self._lock = threading.Lock()
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        if _PROFILE:
-            return self._run_profiled(feeds)
-        env = self._begin(feeds)
-        for step, frees in self._steps:
-            step(env)
-            for name in frees:
-                env.pop(name, None)
-        return self._finish(env)
+        # Every run writes the same preallocated arena (see _arena): one at a time.
+        with self._lock:
+            if _PROFILE:
+                return self._run_profiled(feeds)
+            env = self._begin(feeds)
+            for step, frees in self._steps:
+                step(env)
+                for name in frees:
+                    env.pop(name, None)
+            return self._finish(env)
 
     def _begin(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         env = dict(self._constants)
@@ -268,7 +272,7 @@ class CpuTarget(Target):
             return bool(self.supports(node))
 
         return FusionRules(
-            anchors=frozenset({"Conv", "MatMul", "Gemm"}),
+            anchors=frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm"}),
             epilogue=ELEMENTWISE_OPS,
             elementwise=ELEMENTWISE_OPS,
             dtypes=frozenset({DType.FLOAT32}),
@@ -279,8 +283,9 @@ class CpuTarget(Target):
         from heli.ir._verify import verify
         from heli.targets.cpu import _toolchain
         from heli.targets.cpu._codegen import ModuleBuilder
+        from heli.targets.cpu._convs import split_batch_norms
 
-        fused = Fusion(self.fusion_rules()).apply(graph)
+        fused = Fusion(self.fusion_rules()).apply(split_batch_norms(graph))
         if options.debug:
             verify(fused)
         builder = ModuleBuilder(fused, _toolchain.num_threads())

@@ -35,6 +35,7 @@ from heli.kernel import (
 )
 from heli.ops._nn import resolve_window, window_attrs
 from heli.targets.cpu import _convs, _gemm, _toolchain
+from heli.targets.cpu._arena import arena_for
 from heli.targets.cpu._templates import TEMPLATES
 
 F32 = np.dtype(np.float32)
@@ -89,12 +90,29 @@ class ModuleBuilder:
         self.makers: list[Maker] = []
         self.constants = graph.constants
         self.sources: dict[str, str] = {}  # extra C functions by name (conv epilogues)
+        self.arena = arena_for(graph, _is_host)
+        self.step = 0  # the index of the node being added (its step)
 
     # -- helpers -------------------------------------------------------
     def const(self, value: Value | None) -> np.ndarray | None:
         if value is None:
             return None
         return self.constants.get(value.name)
+
+    def output(self, value: Value, shape: tuple[int, ...] | None = None
+               ) -> Callable[[], np.ndarray]:
+        """What a step calls for the buffer of its result ``value`` (see ``_arena``)."""
+        return self.arena.output(value.name, shape or _shape(value))
+
+    def scratch(self, shape: tuple[int, ...]) -> Callable[[], np.ndarray]:
+        """A buffer the step being added uses only while it runs."""
+        return self.arena.scratch_for(self.step, tuple(shape))
+
+    def anchor_out(self, result: Value, rest: Graph | None, shape: tuple[int, ...]
+                   ) -> Callable[[], np.ndarray]:
+        """The buffer an anchor's kernel writes: the group's result, or a
+        scratch one when the group's remaining ops run after it."""
+        return self.output(result, shape) if rest is None else self.scratch(shape)
 
     def kernel(self, kernel: Kernel, prefix: str) -> str:
         named = content_name(kernel, prefix)
@@ -107,10 +125,12 @@ class ModuleBuilder:
 
     def build(self) -> list[Step]:
         lib = _toolchain.compile_library(self.source(), name=f"model-{self.graph.name}")
+        self.arena.allocate()
         return [make(lib) for make in self.makers]
 
     # -- dispatch ------------------------------------------------------
     def add(self, node: Node) -> None:
+        self.step = len(self.makers)  # one maker per node: its index is the step's
         name = node.op.name
         if node.op.domain == "heli" and name == "FusedGroup":
             body = node.attr("body")
@@ -136,7 +156,7 @@ class ModuleBuilder:
         consts = {n: f32(np.asarray(self.constants.get(n, body.constants.get(n))))
                   for n in lowered.inputs if n in body.constants or n in self.constants}
         inputs, outputs = lowered.inputs, lowered.outputs
-        shapes = {v.name: _shape(v) for v in body.outputs}
+        news = [self.output(v) for v in body.outputs]
         nt = self.nthreads
 
         def make(lib: ctypes.CDLL) -> Step:
@@ -144,7 +164,7 @@ class ModuleBuilder:
 
             def step(env: Env) -> None:
                 args = [consts[n] if n in consts else f32(env[n]) for n in inputs]
-                outs = [np.empty(shapes[n], F32) for n in outputs]
+                outs = [new() for new in news]
                 fn(*[a.ctypes.data for a in args], *[o.ctypes.data for o in outs], nt)
                 for n, o in zip(outputs, outs, strict=True):
                     env[n] = o
@@ -221,6 +241,8 @@ class ModuleBuilder:
         try:
             if anchor.op.name == "Conv":
                 return self._conv(anchor, body)
+            if anchor.op.name == "ConvTranspose":
+                return _convs.conv_transpose_step(self, anchor, body)
             if anchor.op.name == "Gemm":
                 return self._gemm(anchor, body)
             return self._matmul(anchor, body)
@@ -287,6 +309,8 @@ class ModuleBuilder:
         kdim = cg * kh * kw
         p = oh * ow
         mg = m // group
+        new_y = self.anchor_out(epi.result, epi.rest, out_shape)
+        new_col = None if direct or depthwise else self.scratch((c * kh * kw, p))
 
         if depthwise:
             def bind(lib):
@@ -296,7 +320,7 @@ class ModuleBuilder:
                 def core(env: Env) -> np.ndarray:
                     xa = f32(env[x_name])
                     wa = w_const if w_const is not None else f32(env[wname])
-                    y = np.empty(out_shape, F32)
+                    y = new_y()
                     b_ptr = None if bias is None else bias_ptr  # `bias` stays alive
                     fn(xa.ctypes.data, wa.ctypes.data, b_ptr, y.ctypes.data, n, c, *geometry,
                        act, lo, hi, nt)
@@ -309,8 +333,8 @@ class ModuleBuilder:
                 def core(env: Env) -> np.ndarray:
                     xa = f32(env[x_name])
                     wa = w_const if w_const is not None else f32(env[wname])
-                    y = np.empty(out_shape, F32)
-                    col = None if direct else np.empty((c * kh * kw, p), F32)
+                    y = new_y()
+                    col = None if new_col is None else new_col()
                     for b in range(n):
                         xb = xa[b]
                         if direct:
@@ -350,6 +374,7 @@ class ModuleBuilder:
         k, n_ = b_shape[-2], b_shape[-1]
         mdim = a_shape[-2]
         epi = self._epilogue(node, body, n_, len(out_shape) - 1)
+        new_y = self.anchor_out(epi.result, epi.rest, out_shape)
         bias = epi.bias
         bias_ptr = bias.ctypes.data if bias is not None else None
         kind = 0 if bias is None else 1
@@ -364,7 +389,7 @@ class ModuleBuilder:
 
             def core(env: Env) -> np.ndarray:
                 xa = f32(env[a_name])
-                y = np.empty(out_shape, F32)
+                y = new_y()
                 status = raw.heli_sgemm_prepacked(
                     0, rows, n_, k, 1.0, xa.ctypes.data, k, pdata, 0.0, y.ctypes.data, n_,
                     bias_ptr, kind, act, lo, hi, nt)
@@ -381,7 +406,7 @@ class ModuleBuilder:
                 xb = np.broadcast_to(f32(env[b_name]), (*batch, k, n_))
                 xa = f32(xa).reshape(count, mdim, k)
                 xb = f32(xb).reshape(count, k, n_)
-                y = np.empty(out_shape, F32)
+                y = new_y()
                 pa, pb, py = xa.ctypes.data, xb.ctypes.data, y.ctypes.data
                 for i in range(count):
                     status = raw.heli_sgemm(
@@ -403,6 +428,7 @@ class ModuleBuilder:
         a_shape = _shape(a_val)
         k = a_shape[0] if ta else a_shape[1]
         epi = self._epilogue(node, body, n_, 1)
+        new_y = self.anchor_out(epi.result, epi.rest, out_shape)
         c_const = self.const(c_val)
         bias = None
         c_name = None
@@ -429,11 +455,11 @@ class ModuleBuilder:
 
         def core(env: Env) -> np.ndarray:
             xa = f32(env[a_name])
+            y = new_y()
             if c_name is not None:
-                y = np.array(np.broadcast_to(env[c_name], out_shape), F32, order="C")  # a copy
+                np.copyto(y, np.broadcast_to(env[c_name], out_shape))
                 cbeta = beta
             else:
-                y = np.empty(out_shape, F32)
                 cbeta = 0.0
             if packed is not None:
                 status = raw.heli_sgemm_prepacked(
@@ -456,14 +482,14 @@ class ModuleBuilder:
         name = self.kernel(kernel, prefix)
         names = [v.name for v in inputs if v is not None]
         fixed = {n: f32(self.constants[n]) for n in names if n in self.constants}
-        out_name, out_shape, nt = out.name, _shape(out), self.nthreads
+        out_name, new_y, nt = out.name, self.output(out), self.nthreads
 
         def make(lib: ctypes.CDLL) -> Step:
             fn = _bind(lib, name, [_VOID] * (len(names) + 1) + [_INT])
 
             def step(env: Env) -> None:
                 args = [fixed[n] if n in fixed else f32(env[n]) for n in names]
-                y = np.empty(out_shape, F32)
+                y = new_y()
                 fn(*[a.ctypes.data for a in args], y.ctypes.data, nt)
                 env[out_name] = y
             return step
@@ -509,13 +535,14 @@ class ModuleBuilder:
         geometry = (h, w, kernel[0], kernel[1], strides[0], strides[1], begins[0], begins[1],
                     dilations[0], dilations[1], out_shape[2], out_shape[3])
         x_name, out_name, nt = node.inputs[0].name, node.outputs[0].name, self.nthreads
+        new_y = self.output(node.outputs[0])
 
         def make(lib: ctypes.CDLL) -> Step:
             fn = _bind(lib, "heli_pool2d", [_VOID, _VOID] + [_LONG] * 13 + [_INT, _INT, _INT])
 
             def step(env: Env) -> None:
                 xa = f32(env[x_name])
-                y = np.empty(out_shape, F32)
+                y = new_y()
                 fn(xa.ctypes.data, y.ctypes.data, n * c, *geometry, is_max, include, nt)
                 env[out_name] = y
             return step
@@ -570,6 +597,11 @@ def _single_body(node: Node, constants) -> Graph:
         elif all(i.name != v.name for i in inputs):
             inputs.append(v)
     return Graph(tuple(inputs), (node.outputs[0],), (node,), consts, name="single")
+
+
+def _is_host(node: Node) -> bool:
+    """Whether ``node``'s step is numpy's, which may return views of its inputs."""
+    return not node.op.domain and node.op.name in HOST_OPS
 
 
 def _host_step(node: Node) -> Maker:

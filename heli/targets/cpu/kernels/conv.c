@@ -16,6 +16,8 @@
  *   heli_dwconv2d_v2  depthwise: one channel at a time, a row of outputs
  *                     at a time, all taps accumulated in registers;
  *   heli_col2im       ConvTranspose after its GEMM (bias included);
+ *   heli_depth_to_space  the same when the stride equals the kernel (an
+ *                     interleave: the GEMM applied bias and clamp);
  *   heli_channel_affine  y = x * s[c] + t[c] (inference BatchNormalization);
  *   heli_gather_planes   nearest Resize through a precomputed index map.
  *
@@ -341,6 +343,51 @@ HELI_EXPORT void heli_col2im(const float *restrict col, const float *restrict bi
     struct hcv_col2im_args a = {col, bias, y, M, H, W, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW,
                                 heli_tasks(M, M * KH * KW * H * W, 32768)};
     heli_parallel(a.tasks, hcv_col2im_task, &a, nthreads);
+}
+
+/* ------------------------------------------------------------ depth to space */
+
+struct hcv_d2s_args {
+    const float *col;
+    float *y;
+    long M, H, W, KH, KW, tasks;
+};
+
+static void hcv_d2s_task(void *arg, long task) {
+    const struct hcv_d2s_args *a = arg;
+    const long H = a->H, W = a->W, KH = a->KH, KW = a->KW, OW = W * KW;
+    HELI_CHUNK(a->M * H, a->tasks, task, r0, r1);
+    for (long r = r0; r < r1; ++r) { /* r = (m, ih): KH output rows */
+        const long m = r / H, ih = r % H;
+        for (long kh = 0; kh < KH; ++kh) {
+            float *restrict d = a->y + (m * H * KH + ih * KH + kh) * OW;
+            const float *s = a->col + (m * KH + kh) * KW * H * W + ih * W;
+            if (KW == 2) { /* the common 2x upsampling: one interleave */
+                const float *restrict s0 = s, *restrict s1 = s + H * W;
+                #pragma omp simd
+                for (long iw = 0; iw < W; ++iw) {
+                    d[2 * iw] = s0[iw];
+                    d[2 * iw + 1] = s1[iw];
+                }
+            } else {
+                for (long kw = 0; kw < KW; ++kw) {
+                    const float *restrict sk = s + kw * H * W;
+                    for (long iw = 0; iw < W; ++iw) d[iw * KW + kw] = sk[iw];
+                }
+            }
+        }
+    }
+}
+
+/* y[m, ih*KH + kh, iw*KW + kw] = col[(m, kh, kw), (ih, iw)]: the scatter of a
+ * ConvTranspose whose stride equals its kernel (no overlap, no padding), where
+ * every output pixel gets exactly one tap, so the GEMM's own epilogue already
+ * applied the bias and the clamp. */
+HELI_EXPORT void heli_depth_to_space(const float *restrict col, float *restrict y, long M,
+                                     long H, long W, long KH, long KW, int nthreads) {
+    struct hcv_d2s_args a = {col, y, M, H, W, KH, KW,
+                             heli_tasks(M * H, M * KH * KW * H * W, 65536)};
+    heli_parallel(a.tasks, hcv_d2s_task, &a, nthreads);
 }
 
 /* ------------------------------------------------------------ small ops */
