@@ -115,6 +115,18 @@ def test_conv_with_fused_epilogue(name, epilogue):
     assert graph.nodes  # the fused graph is what ran; fusion happens in the target
 
 
+@pytest.mark.parametrize("size", [6, 20])
+def test_depthwise_on_small_and_large_planes(size):
+    """Small planes run with channels in vector lanes, large ones a channel
+    at a time (LANES_MAX_PIXELS); 20 channels leave a partial block of lanes."""
+    inits = {"w": rand(20, 1, 3, 3, seed=1), "b": rand(20, seed=2),
+             "lo": np.float32(0), "hi": np.float32(6)}
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1], group=20),
+             helper.make_node("Clip", ["c", "lo", "hi"], ["y"])]
+    model = make_model(nodes, [("x", [1, 20, size, size])], ["y"], inits)
+    check_vs_ref(model, {"x": rand(1, 20, size, size, seed=3)}, 1e-5, 1e-5)
+
+
 TRANSPOSED = {  # (C_in, C_out, kernel, stride, pad, output_padding)
     "2x2_s2": (6, 5, 2, 2, 0, 0),  # taps tile the output: SGEMM + interleave
     "3x3_s2": (4, 3, 3, 2, 1, 1),  # overlapping taps: SGEMM + col2im
