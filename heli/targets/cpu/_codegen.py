@@ -402,16 +402,16 @@ class ModuleBuilder:
             count = int(np.prod(batch, dtype=np.int64)) if batch else 1
 
             def core(env: Env) -> np.ndarray:
-                xa = np.broadcast_to(f32(env[a_name]), (*batch, mdim, k))
-                xb = np.broadcast_to(f32(env[b_name]), (*batch, k, n_))
-                xa = f32(xa).reshape(count, mdim, k)
-                xb = f32(xb).reshape(count, k, n_)
+                # Operands are read in place through their strides: the
+                # per-head views that attention's Transposes make need no copy.
+                ta, pas, lda = _matrices(env[a_name], (*batch, mdim, k), count)
+                tb, pbs, ldb = _matrices(env[b_name], (*batch, k, n_), count)
                 y = new_y()
-                pa, pb, py = xa.ctypes.data, xb.ctypes.data, y.ctypes.data
+                py = y.ctypes.data
                 for i in range(count):
                     status = raw.heli_sgemm(
-                        0, 0, mdim, n_, k, 1.0, pa + 4 * i * mdim * k, k, pb + 4 * i * k * n_,
-                        n_, 0.0, py + 4 * i * mdim * n_, n_, bias_ptr, kind, act, lo, hi, nt)
+                        ta, tb, mdim, n_, k, 1.0, pas[i], lda, pbs[i], ldb, 0.0,
+                        py + 4 * i * mdim * n_, n_, bias_ptr, kind, act, lo, hi, nt)
                     if status:
                         raise ExecutionError("The cpu MatMul ran out of memory.")
                 return y
@@ -549,6 +549,38 @@ class ModuleBuilder:
         return make
 
 
+def _matrices(x: np.ndarray, shape: tuple[int, ...], count: int
+              ) -> tuple[int, list[int], int]:
+    """``x`` broadcast to ``shape`` as ``count`` matrices for the SGEMM:
+    (transposed?, the address of each, leading dimension).  A matrix whose
+    rows or columns are contiguous is read in place (transposed in the
+    second case), whatever its other strides; others are copied first."""
+    x = np.broadcast_to(x if x.dtype == F32 else x.astype(F32), shape)
+    layout = _layout(shape[-2], shape[-1], *x.strides[-2:])
+    if layout is None:
+        x = np.ascontiguousarray(x)
+        layout = (0, shape[-1])
+    base, batch = x.ctypes.data, x.shape[:-2]
+    addresses = [base + sum(i * st for i, st in zip(index, x.strides, strict=False))
+                 for index in np.ndindex(*batch)] if batch else [base]
+    assert len(addresses) == count
+    return layout[0], addresses, layout[1]
+
+
+def _layout(rows: int, cols: int, s_r: int, s_c: int) -> tuple[int, int] | None:
+    """(transposed?, leading dimension) of a rows x cols float32 matrix with
+    byte strides (s_r, s_c), if the SGEMM can read it in place."""
+    if rows == 1 and (cols == 1 or s_c == 4):
+        return 0, cols
+    if cols == 1 and s_r > 0 and s_r % 4 == 0:
+        return 0, s_r // 4
+    if s_c == 4 and s_r % 4 == 0 and s_r >= 4 * cols:
+        return 0, s_r // 4
+    if s_r == 4 and s_c % 4 == 0 and s_c >= 4 * rows:
+        return 1, s_c // 4
+    return None
+
+
 def _per_channel(shape: tuple[int, ...], rank: int, axis: int, channels: int) -> bool:
     """Whether a constant of ``shape`` broadcast against a rank-``rank``
     result varies at most along ``axis`` (one value per channel, or one value)."""
@@ -626,6 +658,21 @@ def _host_step(node: Node) -> Maker:
     return make
 
 
+def _transpose_view(node: Node) -> Maker:
+    """Transpose as a numpy view (the op's reference copies): the MatMul
+    that reads it takes strided operands, other kernels copy what they need."""
+    rank = len(_shape(node.inputs[0]))
+    perm = node.attr("perm")
+    axes = tuple(range(rank))[::-1] if perm is None else tuple(int(p) % rank for p in perm)
+    x_name, out_name = node.inputs[0].name, node.outputs[0].name
+
+    def make(lib: ctypes.CDLL) -> Step:
+        def step(env: Env) -> None:
+            env[out_name] = np.transpose(env[x_name], axes)
+        return step
+    return make
+
+
 def _no_subgraphs(graph: Graph, inputs: object) -> list:
     raise AssertionError("a host step of the cpu target has no subgraph to run")
 
@@ -657,6 +704,7 @@ _HANDLERS: dict[str, Callable[[ModuleBuilder, Node], Maker]] = {
     "MaxPool": ModuleBuilder.pool,
     "AveragePool": ModuleBuilder.pool,
     "ConvTranspose": _convs.conv_transpose_step,
+    "Transpose": lambda b, n: _transpose_view(n),
     "BatchNormalization": lambda b, n: _convs.batch_norm_step(b, n) or _host_step(n),
     "Resize": lambda b, n: _convs.resize_step(b, n) or _host_step(n),
 }

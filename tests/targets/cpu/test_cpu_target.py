@@ -200,6 +200,24 @@ def test_matmul_gemm_softmax_layernorm():
     check_vs_ref(model, {"x": rand(2, 5, 16)}, 1e-5, 1e-5)
 
 
+def test_attention_matmuls_read_transposed_views_in_place():
+    """Transposes are views on cpu; the batched MatMul reads them through
+    their strides (rows or columns contiguous), broadcasting batch axes."""
+    nodes = [helper.make_node("Reshape", ["x", "heads"], ["r"]),
+             helper.make_node("Transpose", ["r"], ["q"], perm=[0, 2, 1, 3]),
+             helper.make_node("Transpose", ["r"], ["kt"], perm=[0, 2, 3, 1]),
+             helper.make_node("MatMul", ["q", "kt"], ["s"]),
+             helper.make_node("Softmax", ["s"], ["p"], axis=-1),
+             helper.make_node("MatMul", ["p", "q"], ["o"]),
+             helper.make_node("Transpose", ["o"], ["t"], perm=[0, 2, 1, 3]),
+             helper.make_node("Reshape", ["t", "flat"], ["y"]),
+             helper.make_node("MatMul", ["b", "kt"], ["z"])]  # (4, 1, 5, 6) x (1, 4, 6, 8)
+    model = make_model(nodes, [("x", [1, 8, 24]), ("b", [4, 1, 5, 6])], ["y", "z"],
+                       {"heads": np.array([1, 8, 4, 6], np.int64),
+                        "flat": np.array([1, 8, 24], np.int64)})
+    check_vs_ref(model, {"x": rand(1, 8, 24), "b": rand(4, 1, 5, 6, seed=1)})
+
+
 def test_elementwise_chain_with_broadcasting_and_threads(monkeypatch):
     nodes = [helper.make_node("Mul", ["x", "s"], ["a"]),
              helper.make_node("Sigmoid", ["a"], ["b"]),
