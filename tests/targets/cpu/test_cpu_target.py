@@ -115,6 +115,7 @@ def test_conv_with_fused_epilogue(name, epilogue):
     assert graph.nodes  # the fused graph is what ran; fusion happens in the target
 
 
+@pytest.mark.asan
 @pytest.mark.parametrize("size", [6, 20])
 def test_depthwise_on_small_and_large_planes(size):
     """Small planes run with channels in vector lanes, large ones a channel
@@ -134,6 +135,7 @@ TRANSPOSED = {  # (C_in, C_out, kernel, stride, pad, output_padding)
 }
 
 
+@pytest.mark.asan
 @pytest.mark.parametrize("name", sorted(TRANSPOSED))
 @pytest.mark.parametrize("epilogue", ["none", "bias_bn_relu", "sigmoid"])
 def test_conv_transpose_with_fused_epilogue(name, epilogue):
@@ -200,6 +202,7 @@ def test_matmul_gemm_softmax_layernorm():
     check_vs_ref(model, {"x": rand(2, 5, 16)}, 1e-5, 1e-5)
 
 
+@pytest.mark.asan
 def test_attention_matmuls_read_transposed_views_in_place():
     """Transposes are views on cpu; the batched MatMul reads them through
     their strides (rows or columns contiguous), broadcasting batch axes."""
@@ -246,6 +249,7 @@ def test_feeds_are_not_modified():
         np.testing.assert_array_equal(v, before[k])
 
 
+@pytest.mark.asan
 def test_arena_keeps_views_alive_and_outputs_apart():
     """Intermediate tensors share one preallocated arena: a view made by a
     host step (Reshape, Transpose) keeps its buffer alive, and what a run

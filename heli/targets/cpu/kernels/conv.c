@@ -82,12 +82,19 @@ static void hcv_prep_task(void *arg, long task) {
                 memset(d, 0, (size_t)Wq * sizeof(float));
                 continue;
             }
-            const float *s = src + ih * W;
-            /* padded column j * SW + px is input column j * SW + px - PL */
-            for (long j = 0; j < Wq; ++j) {
-                const long iw = j * SW + px - PL;
-                d[j] = (iw >= 0 && iw < W) ? s[iw] : 0.0f;
+            /* padded column j * SW + px is input column j * SW + px - PL:
+             * zeros, then the columns inside the row (a branch-free loop), zeros */
+            long lo, hi;
+            heli_valid_range(SW, PL, px, 1, W, Wq, &lo, &hi);
+            for (long j = 0; j < lo; ++j) d[j] = 0.0f;
+            const float *restrict sp = src + ih * W + px - PL;
+            if (SW == 1) {
+                memcpy(d + lo, sp + lo, (size_t)(hi - lo) * sizeof(float));
+            } else {
+                #pragma omp simd
+                for (long j = lo; j < hi; ++j) d[j] = sp[j * SW];
             }
+            for (long j = hi; j < Wq; ++j) d[j] = 0.0f;
         }
     }
     if (task == a->tasks - 1 && a->tail > 0)
@@ -240,11 +247,14 @@ static void hcv_dw_task(void *arg, long task) {
                     for (long j = 0; j < lo; ++j) d[j] = 0.0f;
                     memcpy(d + lo, s + lo - PL, (size_t)(hi - lo) * sizeof(float));
                     for (long j = hi; j < Wq; ++j) d[j] = 0.0f;
-                } else {
-                    for (long j = 0; j < Wq; ++j) {
-                        const long iw = j * SW + px - PL;
-                        d[j] = (iw >= 0 && iw < W) ? s[iw] : 0.0f;
-                    }
+                } else { /* columns j with iw = j * SW + px - PL inside the row */
+                    long lo, hi;
+                    heli_valid_range(SW, PL, px, 1, W, Wq, &lo, &hi);
+                    for (long j = 0; j < lo; ++j) d[j] = 0.0f;
+                    const float *restrict sp = s + px - PL;
+                    #pragma omp simd
+                    for (long j = lo; j < hi; ++j) d[j] = sp[j * SW];
+                    for (long j = hi; j < Wq; ++j) d[j] = 0.0f;
                 }
             }
         }
