@@ -15,6 +15,9 @@ C compiler, run through ctypes on numpy buffers.
   Conv (im2col or direct 1x1), MatMul and Gemm call the packed SGEMM of
   ``_gemm`` with the bias and ReLU/Clip in its epilogue; constant MatMul/Gemm
   weights are packed at compile time.
+* **Memory**: the intermediate tensors and scratch buffers of a compiled
+  graph live in one arena, allocated once and placed by the memory planner
+  (``_arena``); runs of one executable are serialized.
 * **Threads**: ``$HELI_NUM_THREADS`` (default: the CPUs this process may use),
   on one thread pool per process (``kernels/threadpool.c``); ``$HELI_SPIN_US``
   is how long its idle workers spin before they sleep (default 100).
