@@ -301,6 +301,13 @@ def _pack_weights(weight: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(padded.reshape(nm, MR, k).transpose(0, 2, 1))
 
 
+def _addresses(*arrays: np.ndarray | None) -> list[int | None]:
+    """The addresses of constant arrays, taken once when a step is bound:
+    ``ndarray.ctypes.data`` costs 1-2 us a call, several per step and about
+    a hundred steps per run of a small CNN.  The caller keeps the arrays alive."""
+    return [None if a is None else a.ctypes.data for a in arrays]
+
+
 def _epi_pointer(lib: ctypes.CDLL, epi: RowEpilogue | None) -> int | None:
     if epi is None:
         return None
@@ -350,16 +357,16 @@ def conv_step(builder, node: Node, body: Graph | None) -> Maker | None:
             fn = _bind(lib, "heli_dwconv2d_v2", [_VOID] * 5 + [_LONG] * 14 +
                        [_INT, _FLOAT, _FLOAT] + [_VOID] * 3 + [_INT])
             epi_ptr = _epi_pointer(lib, row)
+            params = None if row is None else row.params
+            w_p, off_p, b_p, par_p = _addresses(wd, off, bias, params)
 
             def core(env: Env, res: np.ndarray | None) -> np.ndarray:
                 xa = _f32(env[x_name])
                 y = new_y()
-                fn(xa.ctypes.data, wd.ctypes.data, off.ctypes.data,
-                   None if bias is None else bias.ctypes.data, y.ctypes.data, n, c, geo.h,
+                fn(xa.ctypes.data, w_p, off_p, b_p, y.ctypes.data, n, c, geo.h,
                    geo.w, kh * kw, geo.sh, geo.sw, geo.pt, geo.pl, geo.hq, geo.wq, geo.oh,
                    geo.ow, scratch, act, lo, hi, epi_ptr,
-                   None if res is None else res.ctypes.data,
-                   None if row is None else row.params.ctypes.data, nt)
+                   None if res is None else res.ctypes.data, par_p, nt)
                 return y
             core.keep = (wd, off, bias)
             return core
@@ -377,6 +384,8 @@ def conv_step(builder, node: Node, body: Graph | None) -> Maker | None:
             fn = _bind(lib, "heli_dconv2d", [_VOID] * 5 + [_LONG] * 5 +
                        [_INT, _FLOAT, _FLOAT] + [_VOID] * 3 + [_INT])
             epi_ptr = _epi_pointer(lib, row)
+            params = None if row is None else row.params
+            w_p, off_p, b_p, par_p = _addresses(packed, off, bias, params)
 
             def core(env: Env, res: np.ndarray | None) -> np.ndarray:
                 xa = _f32(env[x_name])
@@ -385,12 +394,11 @@ def conv_step(builder, node: Node, body: Graph | None) -> Maker | None:
                 for b in range(n):
                     prep(xa[b].ctypes.data, xb.ctypes.data, c, geo.h, geo.w, geo.sh, geo.sw,
                          geo.pt, geo.pl, geo.hq, geo.wq, tail, nt)
-                    fn(xb.ctypes.data, packed.ctypes.data, off.ctypes.data,
-                       None if bias is None else bias.ctypes.data,
+                    fn(xb.ctypes.data, w_p, off_p, b_p,
                        y.ctypes.data + 4 * b * per_image, m, kdim, geo.oh, geo.ow, geo.wq,
                        act, lo, hi, epi_ptr,
                        None if res is None else res.ctypes.data + 4 * b * per_image,
-                       None if row is None else row.params.ctypes.data, nt)
+                       par_p, nt)
                 return y
             core.keep = (packed, off, bias)
             return core
@@ -411,15 +419,14 @@ def _depthwise_lanes(node: Node, geo: Geometry, wd: np.ndarray, bias: np.ndarray
         fn = _bind(lib, "heli_dwconv2d_lanes", [_VOID] * 4 + [_LONG] * 16 +
                    [_INT, _FLOAT, _FLOAT] + [_VOID] * 3 + [_INT])
         epi_ptr = _epi_pointer(lib, row)
+        w_p, b_p, par_p = _addresses(wd, bias, None if row is None else row.params)
 
         def core(env: Env, res: np.ndarray | None) -> np.ndarray:
             xa = _f32(env[x_name])
             y = new_y()
-            fn(xa.ctypes.data, wd.ctypes.data, None if bias is None else bias.ctypes.data,
-               y.ctypes.data, n, c, geo.h, geo.w, geo.kh, geo.kw, geo.sh, geo.sw, geo.pt,
-               geo.pl, geo.dh, geo.dw, geo.oh, geo.ow, hp, wp, act, lo, hi, epi_ptr,
-               None if res is None else res.ctypes.data,
-               None if row is None else row.params.ctypes.data, nt)
+            fn(xa.ctypes.data, w_p, b_p, y.ctypes.data, n, c, geo.h, geo.w, geo.kh, geo.kw,
+               geo.sh, geo.sw, geo.pt, geo.pl, geo.dh, geo.dw, geo.oh, geo.ow, hp, wp, act, lo,
+               hi, epi_ptr, None if res is None else res.ctypes.data, par_p, nt)
             return y
         core.keep = (wd, bias)
         return core
