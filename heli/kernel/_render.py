@@ -61,22 +61,40 @@ void heli_parallel(long ntasks, heli_task_fn fn, void *ctx, int nthreads);
 
 #ifndef HELI_PRELUDE
 #define HELI_PRELUDE
-/* exp for float32 (Cephes expf), branch-free so that it vectorizes. */
+/* exp for float32 (Cephes expf), branch-free so that it vectorizes.  n is
+ * x / ln 2 rounded to nearest by the 1.5 * 2^23 trick rather than floorf,
+ * which GCC does not vectorize without -fno-trapping-math; and 2^n is built
+ * through memcpy, not a union, which GCC keeps in memory (no vector type). */
 static inline float heli_expf(float x) {
     x = x < -87.5f ? -87.5f : (x > 88.5f ? 88.5f : x);
-    float n = floorf(x * 1.44269504088896341f + 0.5f);
+    float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
     float r = x - n * 0.693359375f;
     r = r - n * -2.12194440e-4f;
     float z = r * r;
     float y = ((((1.9875691500e-4f * r + 1.3981999507e-3f) * r + 8.3334519073e-3f) * r
                 + 4.1665795894e-2f) * r + 1.6666665459e-1f) * r + 5.0000001201e-1f;
     y = y * z + r + 1.0f;
-    union { int32_t i; float f; } bits;
-    bits.i = ((int32_t)n + 127) << 23;
-    return y * bits.f;
+    int32_t bits = ((int32_t)n + 127) << 23;
+    float scale;
+    __builtin_memcpy(&scale, &bits, sizeof scale);
+    return y * scale;
 }
 
 static inline float heli_sigmoidf(float x) { return 1.0f / (1.0f + heli_expf(-x)); }
+
+/* tanh for float32 (Cephes tanhf): an odd polynomial below 0.625, else
+ * 1 - 2 / (exp(2|x|) + 1); both computed so that it vectorizes (libm's
+ * tanhf does not). */
+static inline float heli_tanhf(float x) {
+    float a = fabsf(x);
+    float z = x * x;
+    float s = x + x * z * ((((-5.70498872745e-3f * z + 2.06390887954e-2f) * z
+                             - 5.37397155531e-2f) * z + 1.33314422036e-1f) * z
+                           - 3.33332819422e-1f);
+    float big = 1.0f - 2.0f / (heli_expf(2.0f * a) + 1.0f);
+    big = x < 0.0f ? -big : big;
+    return a < 0.625f ? s : big;
+}
 
 /* erf for float32: a Taylor series near 0, the Numerical Recipes erfc
  * (relative error below 1.2e-7) elsewhere; both are computed so that it vectorizes. */
@@ -153,7 +171,7 @@ class CDialect:
         "isnan": _call("isnan"),
         "exp": _call("heli_expf"), "log": _call("logf"), "sqrt": _call("sqrtf"),
         "rsqrt": lambda a: f"(1.0f / sqrtf({a}))", "abs": _call("fabsf"),
-        "tanh": _call("tanhf"), "erf": _call("heli_erff"), "sigmoid": _call("heli_sigmoidf"),
+        "tanh": _call("heli_tanhf"), "erf": _call("heli_erff"), "sigmoid": _call("heli_sigmoidf"),
         "pow": _call("powf"), "floor": _call("floorf"), "ceil": _call("ceilf"),
         "round": _call("nearbyintf"), "recip": lambda a: f"(1.0f / {a})",
         "sin": _call("sinf"), "cos": _call("cosf"),

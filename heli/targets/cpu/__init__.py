@@ -15,6 +15,9 @@ C compiler, run through ctypes on numpy buffers.
   Conv (im2col or direct 1x1), MatMul and Gemm call the packed SGEMM of
   ``_gemm`` with the bias and ReLU/Clip in its epilogue; constant MatMul/Gemm
   weights are packed at compile time.
+* **Memory**: the intermediate tensors and scratch buffers of a compiled
+  graph live in one arena, allocated once and placed by the memory planner
+  (``_arena``); runs of one executable are serialized.
 * **Threads**: ``$HELI_NUM_THREADS`` (default: the CPUs this process may use),
   on one thread pool per process (``kernels/threadpool.c``); ``$HELI_SPIN_US``
   is how long its idle workers spin before they sleep (default 100).
@@ -25,6 +28,7 @@ from __future__ import annotations
 import functools
 import os
 import shutil
+import threading
 from collections.abc import Callable, Mapping
 
 import numpy as np
@@ -205,16 +209,19 @@ class CpuExecutable(Executable):
         self._steps = list(zip(steps, frees, strict=True))
         self._constants = dict(graph.constants)
         self._outputs = [v.name for v in graph.outputs]
+        self._lock = threading.Lock()
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        if _PROFILE:
-            return self._run_profiled(feeds)
-        env = self._begin(feeds)
-        for step, frees in self._steps:
-            step(env)
-            for name in frees:
-                env.pop(name, None)
-        return self._finish(env)
+        # Every run writes the same preallocated arena (see _arena): one at a time.
+        with self._lock:
+            if _PROFILE:
+                return self._run_profiled(feeds)
+            env = self._begin(feeds)
+            for step, frees in self._steps:
+                step(env)
+                for name in frees:
+                    env.pop(name, None)
+            return self._finish(env)
 
     def _begin(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         env = dict(self._constants)
@@ -274,7 +281,7 @@ class CpuTarget(Target):
             return bool(self.supports(node))
 
         return FusionRules(
-            anchors=frozenset({"Conv", "MatMul", "Gemm"}),
+            anchors=frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm"}),
             epilogue=ELEMENTWISE_OPS,
             elementwise=ELEMENTWISE_OPS,
             dtypes=frozenset({DType.FLOAT32}),
@@ -285,8 +292,9 @@ class CpuTarget(Target):
         from heli.ir._verify import verify
         from heli.targets.cpu import _toolchain
         from heli.targets.cpu._codegen import ModuleBuilder
+        from heli.targets.cpu._convs import split_batch_norms
 
-        fused = Fusion(self.fusion_rules()).apply(graph)
+        fused = Fusion(self.fusion_rules()).apply(split_batch_norms(graph))
         if options.debug:
             verify(fused)
         builder = ModuleBuilder(fused, _toolchain.num_threads())

@@ -385,6 +385,7 @@ def _rebuild(payload: bytes, plan: dict[str, Any], blobs: list[memoryview],
                 raise TargetError(
                     "The saved cpu code does not match the kernels this Heli generates for "
                     "its graph (its C source differs). Recompile the model with this Heli.")
+            self.arena.allocate()
             return [make(model_lib) for make in self.makers]
 
     builder = Loader(graph, _toolchain.num_threads())

@@ -35,6 +35,7 @@ from heli.kernel import (
 )
 from heli.ops._nn import resolve_window, window_attrs
 from heli.targets.cpu import _convs, _gemm, _toolchain
+from heli.targets.cpu._arena import arena_for
 from heli.targets.cpu._templates import TEMPLATES
 
 F32 = np.dtype(np.float32)
@@ -89,12 +90,29 @@ class ModuleBuilder:
         self.makers: list[Maker] = []
         self.constants = graph.constants
         self.sources: dict[str, str] = {}  # extra C functions by name (conv epilogues)
+        self.arena = arena_for(graph, _is_host)
+        self.step = 0  # the index of the node being added (its step)
 
     # -- helpers -------------------------------------------------------
     def const(self, value: Value | None) -> np.ndarray | None:
         if value is None:
             return None
         return self.constants.get(value.name)
+
+    def output(self, value: Value, shape: tuple[int, ...] | None = None
+               ) -> Callable[[], np.ndarray]:
+        """What a step calls for the buffer of its result ``value`` (see ``_arena``)."""
+        return self.arena.output(value.name, shape or _shape(value))
+
+    def scratch(self, shape: tuple[int, ...]) -> Callable[[], np.ndarray]:
+        """A buffer the step being added uses only while it runs."""
+        return self.arena.scratch_for(self.step, tuple(shape))
+
+    def anchor_out(self, result: Value, rest: Graph | None, shape: tuple[int, ...]
+                   ) -> Callable[[], np.ndarray]:
+        """The buffer an anchor's kernel writes: the group's result, or a
+        scratch one when the group's remaining ops run after it."""
+        return self.output(result, shape) if rest is None else self.scratch(shape)
 
     def kernel(self, kernel: Kernel, prefix: str) -> str:
         named = content_name(kernel, prefix)
@@ -107,10 +125,12 @@ class ModuleBuilder:
 
     def build(self) -> list[Step]:
         lib = _toolchain.compile_library(self.source(), name=f"model-{self.graph.name}")
+        self.arena.allocate()
         return [make(lib) for make in self.makers]
 
     # -- dispatch ------------------------------------------------------
     def add(self, node: Node) -> None:
+        self.step = len(self.makers)  # one maker per node: its index is the step's
         name = node.op.name
         if node.op.domain == "heli" and name == "FusedGroup":
             body = node.attr("body")
@@ -136,16 +156,20 @@ class ModuleBuilder:
         consts = {n: f32(np.asarray(self.constants.get(n, body.constants.get(n))))
                   for n in lowered.inputs if n in body.constants or n in self.constants}
         inputs, outputs = lowered.inputs, lowered.outputs
-        shapes = {v.name: _shape(v) for v in body.outputs}
+        news = [self.output(v) for v in body.outputs]
         nt = self.nthreads
 
         def make(lib: ctypes.CDLL) -> Step:
             fn = _bind(lib, name, [_VOID] * (len(inputs) + len(outputs)) + [_INT])
 
+            fixed = {n: a.ctypes.data for n, a in consts.items()}  # taken once (1-2 us each)
+
             def step(env: Env) -> None:
-                args = [consts[n] if n in consts else f32(env[n]) for n in inputs]
-                outs = [np.empty(shapes[n], F32) for n in outputs]
-                fn(*[a.ctypes.data for a in args], *[o.ctypes.data for o in outs], nt)
+                args = [None if n in fixed else f32(env[n]) for n in inputs]  # kept alive
+                outs = [new() for new in news]
+                fn(*[fixed[n] if a is None else a.ctypes.data for n, a in zip(inputs, args,
+                                                                             strict=True)],
+                   *[o.ctypes.data for o in outs], nt)
                 for n, o in zip(outputs, outs, strict=True):
                     env[n] = o
             return step
@@ -221,6 +245,8 @@ class ModuleBuilder:
         try:
             if anchor.op.name == "Conv":
                 return self._conv(anchor, body)
+            if anchor.op.name == "ConvTranspose":
+                return _convs.conv_transpose_step(self, anchor, body)
             if anchor.op.name == "Gemm":
                 return self._gemm(anchor, body)
             return self._matmul(anchor, body)
@@ -287,6 +313,8 @@ class ModuleBuilder:
         kdim = cg * kh * kw
         p = oh * ow
         mg = m // group
+        new_y = self.anchor_out(epi.result, epi.rest, out_shape)
+        new_col = None if direct or depthwise else self.scratch((c * kh * kw, p))
 
         if depthwise:
             def bind(lib):
@@ -296,7 +324,7 @@ class ModuleBuilder:
                 def core(env: Env) -> np.ndarray:
                     xa = f32(env[x_name])
                     wa = w_const if w_const is not None else f32(env[wname])
-                    y = np.empty(out_shape, F32)
+                    y = new_y()
                     b_ptr = None if bias is None else bias_ptr  # `bias` stays alive
                     fn(xa.ctypes.data, wa.ctypes.data, b_ptr, y.ctypes.data, n, c, *geometry,
                        act, lo, hi, nt)
@@ -309,8 +337,8 @@ class ModuleBuilder:
                 def core(env: Env) -> np.ndarray:
                     xa = f32(env[x_name])
                     wa = w_const if w_const is not None else f32(env[wname])
-                    y = np.empty(out_shape, F32)
-                    col = None if direct else np.empty((c * kh * kw, p), F32)
+                    y = new_y()
+                    col = None if new_col is None else new_col()
                     for b in range(n):
                         xb = xa[b]
                         if direct:
@@ -350,6 +378,7 @@ class ModuleBuilder:
         k, n_ = b_shape[-2], b_shape[-1]
         mdim = a_shape[-2]
         epi = self._epilogue(node, body, n_, len(out_shape) - 1)
+        new_y = self.anchor_out(epi.result, epi.rest, out_shape)
         bias = epi.bias
         bias_ptr = bias.ctypes.data if bias is not None else None
         kind = 0 if bias is None else 1
@@ -364,7 +393,7 @@ class ModuleBuilder:
 
             def core(env: Env) -> np.ndarray:
                 xa = f32(env[a_name])
-                y = np.empty(out_shape, F32)
+                y = new_y()
                 status = raw.heli_sgemm_prepacked(
                     0, rows, n_, k, 1.0, xa.ctypes.data, k, pdata, 0.0, y.ctypes.data, n_,
                     bias_ptr, kind, act, lo, hi, nt)
@@ -377,16 +406,16 @@ class ModuleBuilder:
             count = int(np.prod(batch, dtype=np.int64)) if batch else 1
 
             def core(env: Env) -> np.ndarray:
-                xa = np.broadcast_to(f32(env[a_name]), (*batch, mdim, k))
-                xb = np.broadcast_to(f32(env[b_name]), (*batch, k, n_))
-                xa = f32(xa).reshape(count, mdim, k)
-                xb = f32(xb).reshape(count, k, n_)
-                y = np.empty(out_shape, F32)
-                pa, pb, py = xa.ctypes.data, xb.ctypes.data, y.ctypes.data
+                # Operands are read in place through their strides: the
+                # per-head views that attention's Transposes make need no copy.
+                ta, pas, lda = _matrices(env[a_name], (*batch, mdim, k), count)
+                tb, pbs, ldb = _matrices(env[b_name], (*batch, k, n_), count)
+                y = new_y()
+                py = y.ctypes.data
                 for i in range(count):
                     status = raw.heli_sgemm(
-                        0, 0, mdim, n_, k, 1.0, pa + 4 * i * mdim * k, k, pb + 4 * i * k * n_,
-                        n_, 0.0, py + 4 * i * mdim * n_, n_, bias_ptr, kind, act, lo, hi, nt)
+                        ta, tb, mdim, n_, k, 1.0, pas[i], lda, pbs[i], ldb, 0.0,
+                        py + 4 * i * mdim * n_, n_, bias_ptr, kind, act, lo, hi, nt)
                     if status:
                         raise ExecutionError("The cpu MatMul ran out of memory.")
                 return y
@@ -403,6 +432,7 @@ class ModuleBuilder:
         a_shape = _shape(a_val)
         k = a_shape[0] if ta else a_shape[1]
         epi = self._epilogue(node, body, n_, 1)
+        new_y = self.anchor_out(epi.result, epi.rest, out_shape)
         c_const = self.const(c_val)
         bias = None
         c_name = None
@@ -429,11 +459,11 @@ class ModuleBuilder:
 
         def core(env: Env) -> np.ndarray:
             xa = f32(env[a_name])
+            y = new_y()
             if c_name is not None:
-                y = np.array(np.broadcast_to(env[c_name], out_shape), F32, order="C")  # a copy
+                np.copyto(y, np.broadcast_to(env[c_name], out_shape))
                 cbeta = beta
             else:
-                y = np.empty(out_shape, F32)
                 cbeta = 0.0
             if packed is not None:
                 status = raw.heli_sgemm_prepacked(
@@ -456,14 +486,14 @@ class ModuleBuilder:
         name = self.kernel(kernel, prefix)
         names = [v.name for v in inputs if v is not None]
         fixed = {n: f32(self.constants[n]) for n in names if n in self.constants}
-        out_name, out_shape, nt = out.name, _shape(out), self.nthreads
+        out_name, new_y, nt = out.name, self.output(out), self.nthreads
 
         def make(lib: ctypes.CDLL) -> Step:
             fn = _bind(lib, name, [_VOID] * (len(names) + 1) + [_INT])
 
             def step(env: Env) -> None:
                 args = [fixed[n] if n in fixed else f32(env[n]) for n in names]
-                y = np.empty(out_shape, F32)
+                y = new_y()
                 fn(*[a.ctypes.data for a in args], y.ctypes.data, nt)
                 env[out_name] = y
             return step
@@ -509,17 +539,50 @@ class ModuleBuilder:
         geometry = (h, w, kernel[0], kernel[1], strides[0], strides[1], begins[0], begins[1],
                     dilations[0], dilations[1], out_shape[2], out_shape[3])
         x_name, out_name, nt = node.inputs[0].name, node.outputs[0].name, self.nthreads
+        new_y = self.output(node.outputs[0])
 
         def make(lib: ctypes.CDLL) -> Step:
             fn = _bind(lib, "heli_pool2d", [_VOID, _VOID] + [_LONG] * 13 + [_INT, _INT, _INT])
 
             def step(env: Env) -> None:
                 xa = f32(env[x_name])
-                y = np.empty(out_shape, F32)
+                y = new_y()
                 fn(xa.ctypes.data, y.ctypes.data, n * c, *geometry, is_max, include, nt)
                 env[out_name] = y
             return step
         return make
+
+
+def _matrices(x: np.ndarray, shape: tuple[int, ...], count: int
+              ) -> tuple[int, list[int], int]:
+    """``x`` broadcast to ``shape`` as ``count`` matrices for the SGEMM:
+    (transposed?, the address of each, leading dimension).  A matrix whose
+    rows or columns are contiguous is read in place (transposed in the
+    second case), whatever its other strides; others are copied first."""
+    x = np.broadcast_to(x if x.dtype == F32 else x.astype(F32), shape)
+    layout = _layout(shape[-2], shape[-1], *x.strides[-2:])
+    if layout is None:
+        x = np.ascontiguousarray(x)
+        layout = (0, shape[-1])
+    base, batch = x.ctypes.data, x.shape[:-2]
+    addresses = [base + sum(i * st for i, st in zip(index, x.strides, strict=False))
+                 for index in np.ndindex(*batch)] if batch else [base]
+    assert len(addresses) == count
+    return layout[0], addresses, layout[1]
+
+
+def _layout(rows: int, cols: int, s_r: int, s_c: int) -> tuple[int, int] | None:
+    """(transposed?, leading dimension) of a rows x cols float32 matrix with
+    byte strides (s_r, s_c), if the SGEMM can read it in place."""
+    if rows == 1 and (cols == 1 or s_c == 4):
+        return 0, cols
+    if cols == 1 and s_r > 0 and s_r % 4 == 0:
+        return 0, s_r // 4
+    if s_c == 4 and s_r % 4 == 0 and s_r >= 4 * cols:
+        return 0, s_r // 4
+    if s_r == 4 and s_c % 4 == 0 and s_c >= 4 * rows:
+        return 1, s_c // 4
+    return None
 
 
 def _per_channel(shape: tuple[int, ...], rank: int, axis: int, channels: int) -> bool:
@@ -572,6 +635,11 @@ def _single_body(node: Node, constants) -> Graph:
     return Graph(tuple(inputs), (node.outputs[0],), (node,), consts, name="single")
 
 
+def _is_host(node: Node) -> bool:
+    """Whether ``node``'s step is numpy's, which may return views of its inputs."""
+    return not node.op.domain and node.op.name in HOST_OPS
+
+
 def _host_step(node: Node) -> Maker:
     """Data movement (reshape, transpose, concat...) through the op's numpy
     semantics: exact for any dtype, and mostly views."""
@@ -594,15 +662,34 @@ def _host_step(node: Node) -> Maker:
     return make
 
 
+def _transpose_view(node: Node) -> Maker:
+    """Transpose as a numpy view (the op's reference copies): the MatMul
+    that reads it takes strided operands, other kernels copy what they need."""
+    rank = len(_shape(node.inputs[0]))
+    perm = node.attr("perm")
+    axes = tuple(range(rank))[::-1] if perm is None else tuple(int(p) % rank for p in perm)
+    x_name, out_name = node.inputs[0].name, node.outputs[0].name
+
+    def make(lib: ctypes.CDLL) -> Step:
+        def step(env: Env) -> None:
+            env[out_name] = np.transpose(env[x_name], axes)
+        return step
+    return make
+
+
 def _no_subgraphs(graph: Graph, inputs: object) -> list:
     raise AssertionError("a host step of the cpu target has no subgraph to run")
 
 
 #: Ops that only move or select data, run through their numpy semantics
-#: (exact for any dtype; Reshape and friends are views).
+#: (exact for any dtype; Reshape and friends are views).  The casts, masks and
+#: comparisons of attention masks (Cast, And, IsNaN...) are among them: left to
+#: ``ref`` they would cut the graph into segments for a few tiny integer or
+#: boolean tensors.
 HOST_OPS = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Concat",
                       "Identity", "Shape", "Size", "Slice", "Gather", "Expand", "Where",
-                      "Split"})
+                      "Split", "Cast", "And", "Or", "Not", "Xor", "IsNaN", "IsInf", "Equal",
+                      "Less", "LessOrEqual", "Greater", "GreaterOrEqual"})
 
 #: Elementwise ops with a scalar rule (see heli.kernel.SCALAR_RULES).
 ELEMENTWISE_OPS = frozenset({
@@ -621,6 +708,7 @@ _HANDLERS: dict[str, Callable[[ModuleBuilder, Node], Maker]] = {
     "MaxPool": ModuleBuilder.pool,
     "AveragePool": ModuleBuilder.pool,
     "ConvTranspose": _convs.conv_transpose_step,
+    "Transpose": lambda b, n: _transpose_view(n),
     "BatchNormalization": lambda b, n: _convs.batch_norm_step(b, n) or _host_step(n),
     "Resize": lambda b, n: _convs.resize_step(b, n) or _host_step(n),
 }

@@ -45,6 +45,12 @@ _VOID, _LONG, _INT, _FLOAT = ctypes.c_void_p, ctypes.c_long, ctypes.c_int, ctype
 MR = 6  # output channels per register tile (HCV_MR in conv.c)
 MAX_TILE = 64  # the widest pixel tile of any ISA build (HCV_NT), for buffer slack
 MAX_VL = 16
+#: Depthwise convolutions with at most this many output pixels per channel
+#: run with channels in vector lanes (``heli_dwconv2d_lanes``): below it, a
+#: channel's rows are too short for the plane-at-a-time kernel; above it,
+#: the lanes kernel's transposes cost more than they save (MobileNetV2, one
+#: thread: 14x14 and 7x7 layers 1.7-2x faster, 28x28 ones 1.8x slower).
+LANES_MAX_PIXELS = 256
 
 
 def _f32(x: np.ndarray) -> np.ndarray:
@@ -193,23 +199,25 @@ def conv_epilogue(anchor: Node, body: Graph | None, consts: dict[str, np.ndarray
                 lo = float(bounds[0]) if len(bounds) > 0 and bounds[0] is not None else lo
                 hi = float(bounds[1]) if len(bounds) > 1 and bounds[1] is not None else hi
                 act, result, rest = 1, node.outputs[0], rest[1:]
-    rest_body = None
-    if rest:
-        made = {o.name for n in rest for o in n.outputs}
-        ext: list[Value] = [result]
-        rest_consts = {}
-        for n in rest:
-            for v in n.inputs:
-                if v is None or v.name in made:
-                    continue
-                if v.name in consts:
-                    rest_consts[v.name] = consts[v.name]
-                elif all(e.name != v.name for e in ext):
-                    ext.append(v)
-        rest_body = Graph(tuple(ext), (rest[-1].outputs[0],), tuple(rest), rest_consts,
-                          name="epilogue")
+    rest_body = _rest_body(rest, result, consts) if rest else None
     final = body.outputs[0] if body is not None else result
     return ConvEpilogue(_as_f32(scale), _as_f32(bias), act, lo, hi, rest_body, final)
+
+
+def _rest_body(rest: list[Node], result: Value, consts: dict[str, np.ndarray]) -> Graph:
+    """The ops ``rest`` as an elementwise body whose first input is ``result``."""
+    made = {o.name for n in rest for o in n.outputs}
+    ext: list[Value] = [result]
+    rest_consts = {}
+    for n in rest:
+        for v in n.inputs:
+            if v is None or v.name in made:
+                continue
+            if v.name in consts:
+                rest_consts[v.name] = consts[v.name]
+            elif all(e.name != v.name for e in ext):
+                ext.append(v)
+    return Graph(tuple(ext), (rest[-1].outputs[0],), tuple(rest), rest_consts, name="epilogue")
 
 
 def _as_f32(a: np.ndarray | None) -> np.ndarray | None:
@@ -293,6 +301,13 @@ def _pack_weights(weight: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(padded.reshape(nm, MR, k).transpose(0, 2, 1))
 
 
+def _addresses(*arrays: np.ndarray | None) -> list[int | None]:
+    """The addresses of constant arrays, taken once when a step is bound:
+    ``ndarray.ctypes.data`` costs 1-2 us a call, several per step and about
+    a hundred steps per run of a small CNN.  The caller keeps the arrays alive."""
+    return [None if a is None else a.ctypes.data for a in arrays]
+
+
 def _epi_pointer(lib: ctypes.CDLL, epi: RowEpilogue | None) -> int | None:
     if epi is None:
         return None
@@ -329,7 +344,10 @@ def conv_step(builder, node: Node, body: Graph | None) -> Maker | None:
     bias = epi.bias
     act, lo, hi, nt = epi.act, epi.lo, epi.hi, builder.nthreads
     x_name = node.inputs[0].name
-    if depthwise:
+    new_y = builder.anchor_out(epi.result, None if row is not None else epi.rest, out_shape)
+    if depthwise and geo.oh * geo.ow <= LANES_MAX_PIXELS:
+        bind = _depthwise_lanes(node, geo, np.ascontiguousarray(w2), bias, epi, row, new_y, nt)
+    elif depthwise:
         off = geo.offsets(1)
         vec = -(-geo.ow // MAX_VL) * MAX_VL
         scratch = max(geo.sh * geo.sw * geo.plane, int(off.max()) + (geo.oh - 1) * geo.wq + vec)
@@ -339,16 +357,16 @@ def conv_step(builder, node: Node, body: Graph | None) -> Maker | None:
             fn = _bind(lib, "heli_dwconv2d_v2", [_VOID] * 5 + [_LONG] * 14 +
                        [_INT, _FLOAT, _FLOAT] + [_VOID] * 3 + [_INT])
             epi_ptr = _epi_pointer(lib, row)
+            params = None if row is None else row.params
+            w_p, off_p, b_p, par_p = _addresses(wd, off, bias, params)
 
             def core(env: Env, res: np.ndarray | None) -> np.ndarray:
                 xa = _f32(env[x_name])
-                y = np.empty(out_shape, F32)
-                fn(xa.ctypes.data, wd.ctypes.data, off.ctypes.data,
-                   None if bias is None else bias.ctypes.data, y.ctypes.data, n, c, geo.h,
+                y = new_y()
+                fn(xa.ctypes.data, w_p, off_p, b_p, y.ctypes.data, n, c, geo.h,
                    geo.w, kh * kw, geo.sh, geo.sw, geo.pt, geo.pl, geo.hq, geo.wq, geo.oh,
                    geo.ow, scratch, act, lo, hi, epi_ptr,
-                   None if res is None else res.ctypes.data,
-                   None if row is None else row.params.ctypes.data, nt)
+                   None if res is None else res.ctypes.data, par_p, nt)
                 return y
             core.keep = (wd, off, bias)
             return core
@@ -359,30 +377,60 @@ def conv_step(builder, node: Node, body: Graph | None) -> Maker | None:
         packed = _pack_weights(w2)
         kdim = w2.shape[1]
         per_image = out_shape[1] * out_shape[2] * out_shape[3]
+        new_xb = builder.scratch((planes + tail,))
 
         def bind(lib: ctypes.CDLL) -> Callable[[Env, np.ndarray | None], np.ndarray]:
             prep = _bind(lib, "heli_conv_prepare", [_VOID, _VOID] + [_LONG] * 10 + [_INT])
             fn = _bind(lib, "heli_dconv2d", [_VOID] * 5 + [_LONG] * 5 +
                        [_INT, _FLOAT, _FLOAT] + [_VOID] * 3 + [_INT])
             epi_ptr = _epi_pointer(lib, row)
+            params = None if row is None else row.params
+            w_p, off_p, b_p, par_p = _addresses(packed, off, bias, params)
 
             def core(env: Env, res: np.ndarray | None) -> np.ndarray:
                 xa = _f32(env[x_name])
-                y = np.empty(out_shape, F32)
-                xb = np.empty(planes + tail, F32)
+                y = new_y()
+                xb = new_xb()
                 for b in range(n):
                     prep(xa[b].ctypes.data, xb.ctypes.data, c, geo.h, geo.w, geo.sh, geo.sw,
                          geo.pt, geo.pl, geo.hq, geo.wq, tail, nt)
-                    fn(xb.ctypes.data, packed.ctypes.data, off.ctypes.data,
-                       None if bias is None else bias.ctypes.data,
+                    fn(xb.ctypes.data, w_p, off_p, b_p,
                        y.ctypes.data + 4 * b * per_image, m, kdim, geo.oh, geo.ow, geo.wq,
                        act, lo, hi, epi_ptr,
                        None if res is None else res.ctypes.data + 4 * b * per_image,
-                       None if row is None else row.params.ctypes.data, nt)
+                       par_p, nt)
                 return y
             core.keep = (packed, off, bias)
             return core
     return _finish(builder, bind, epi, row)
+
+
+def _depthwise_lanes(node: Node, geo: Geometry, wd: np.ndarray, bias: np.ndarray | None,
+                     epi: ConvEpilogue, row: RowEpilogue | None,
+                     new_y: Callable[[], np.ndarray], nt: int):
+    """The binder of ``heli_dwconv2d_lanes`` (channels in vector lanes)."""
+    n, c = _shape(node.inputs[0])[:2]
+    hp = max((geo.oh - 1) * geo.sh + (geo.kh - 1) * geo.dh + 1, geo.pt + geo.h)
+    wp = max((geo.ow - 1) * geo.sw + (geo.kw - 1) * geo.dw + 1, geo.pl + geo.w)
+    x_name = node.inputs[0].name
+    act, lo, hi = epi.act, epi.lo, epi.hi
+
+    def bind(lib: ctypes.CDLL) -> Callable[[Env, np.ndarray | None], np.ndarray]:
+        fn = _bind(lib, "heli_dwconv2d_lanes", [_VOID] * 4 + [_LONG] * 16 +
+                   [_INT, _FLOAT, _FLOAT] + [_VOID] * 3 + [_INT])
+        epi_ptr = _epi_pointer(lib, row)
+        w_p, b_p, par_p = _addresses(wd, bias, None if row is None else row.params)
+
+        def core(env: Env, res: np.ndarray | None) -> np.ndarray:
+            xa = _f32(env[x_name])
+            y = new_y()
+            fn(xa.ctypes.data, w_p, b_p, y.ctypes.data, n, c, geo.h, geo.w, geo.kh, geo.kw,
+               geo.sh, geo.sw, geo.pt, geo.pl, geo.dh, geo.dw, geo.oh, geo.ow, hp, wp, act, lo,
+               hi, epi_ptr, None if res is None else res.ctypes.data, par_p, nt)
+            return y
+        core.keep = (wd, bias)
+        return core
+    return bind
 
 
 def _finish(builder, bind, epi: ConvEpilogue, row: RowEpilogue | None) -> Maker:
@@ -425,55 +473,211 @@ def conv_transpose_supported(node: Node) -> str | None:
     return None
 
 
-def conv_transpose_step(builder, node: Node) -> Maker:
+@dataclass(frozen=True)
+class _Transposed:
+    """The geometry of a 2-D ConvTranspose (group 1)."""
+
+    n: int
+    c: int
+    h: int
+    w: int
+    m: int
+    kh: int
+    kw: int
+    strides: tuple[int, int]
+    dilations: tuple[int, int]
+    begins: tuple[int, int]
+    outs: tuple[int, int]
+
+    @property
+    def tiles(self) -> bool:
+        """Whether the taps tile the output exactly (stride = kernel, no
+        dilation, padding or extra output): each output pixel gets one tap."""
+        return (self.strides == (self.kh, self.kw) and self.dilations == (1, 1)
+                and self.begins == (0, 0) and self.outs == (self.h * self.kh, self.w * self.kw))
+
+
+def _transposed(node: Node) -> _Transposed:
     n, c, h, w = _shape(node.inputs[0])
-    _, mg, kh, kw = _shape(node.inputs[1])
-    out_shape = _shape(node.outputs[0])
+    _, m, kh, kw = _shape(node.inputs[1])
     kernel, strides, dilations, pads = window_attrs(
         2, node.attr("kernel_shape") or (kh, kw), node.attr("strides"), node.attr("dilations"),
         node.attr("pads"))
     begins, _, outs = conv_transpose_window(
         (h, w), kernel, strides, dilations, pads, node.attr("auto_pad"),
         node.attr("output_padding"), node.attr("output_shape"))
-    m = mg
-    rows = m * kh * kw
-    weight = builder.const(node.inputs[1])
-    w_const = None if weight is None else _f32(weight)
-    b_val = node.inputs[2] if len(node.inputs) > 2 else None
-    b_const = builder.const(b_val)
-    bias = None if b_const is None else _f32(np.asarray(b_const).reshape(-1))
-    b_name = None if b_val is None or b_const is not None else b_val.name
-    x_name, w_name, out_name = node.inputs[0].name, node.inputs[1].name, node.outputs[0].name
-    nt = builder.nthreads
-    raw = _gemm.library().raw
-    geometry = (h, w, kh, kw, strides[0], strides[1], begins[0], begins[1], dilations[0],
-                dilations[1], outs[0], outs[1])
+    return _Transposed(n, c, h, w, m, kh, kw, tuple(strides), tuple(dilations), tuple(begins),
+                       tuple(outs))
 
-    def make(lib: ctypes.CDLL) -> Step:
+
+def conv_transpose_step(builder, node: Node, body: Graph | None = None) -> Maker:
+    """A ConvTranspose (and its fused group): SGEMM into columns, then the
+    scatter.  With constant weights and bias, a per-channel Mul/Add after it
+    folds into them (an exported BatchNormalization, see ``split_batch_norms``);
+    where the taps tile the output, Relu/Clip folds into the SGEMM and the
+    scatter is a plain interleave (``heli_depth_to_space``)."""
+    g = _transposed(node)
+    consts = dict(builder.constants)
+    if body is not None:
+        consts.update(body.constants)
+    weight = consts.get(node.inputs[1].name)
+    b_val = node.inputs[2] if len(node.inputs) > 2 else None
+    if weight is None or (b_val is not None and b_val.name not in consts):
+        return _plain_transpose(builder, node, body, g)
+    epi = conv_epilogue(node, body, consts, g.m, fold_scale=True)
+    w = np.asarray(weight, np.float64).reshape(g.c, g.m, g.kh * g.kw)
+    if epi.scale is not None:
+        w = w * epi.scale.astype(np.float64)[None, :, None]
+    if not g.tiles and epi.act:  # a clamp must wait for the overlapping sums
+        epi = _unfold_clamp(epi, node, body, consts)
+    bias = epi.bias
+    # Rows (m, kh, kw) of the columns: weights as an (M*KH*KW) x C matrix.
+    wt = np.ascontiguousarray(w.reshape(g.c, -1).T, np.float32)
+    rows = g.m * g.kh * g.kw
+    raw = _gemm.library().raw
+    nt = builder.nthreads
+    x_name = node.inputs[0].name
+    out_shape = (g.n, g.m, *g.outs)
+    row_bias = None if bias is None else np.ascontiguousarray(
+        np.repeat(bias, g.kh * g.kw), np.float32)
+    act, lo, hi = epi.act, epi.lo, epi.hi
+    geometry = (g.h, g.w, g.kh, g.kw, g.strides[0], g.strides[1], g.begins[0], g.begins[1],
+                g.dilations[0], g.dilations[1], g.outs[0], g.outs[1])
+    plane = g.h * g.w
+    new_y = builder.anchor_out(epi.result, epi.rest, out_shape)
+    new_col = builder.scratch((rows, plane))
+
+    def bind(lib: ctypes.CDLL) -> Callable[[Env, np.ndarray | None], np.ndarray]:
+        d2s = _bind(lib, "heli_depth_to_space", [_VOID, _VOID] + [_LONG] * 5 + [_INT])
         col2im = _bind(lib, "heli_col2im", [_VOID] * 3 + [_LONG] * 13 + [_INT])
 
-        def step(env: Env) -> None:
+        def core(env: Env, res: np.ndarray | None) -> np.ndarray:
             xa = _f32(env[x_name])
-            wa = w_const if w_const is not None else _f32(env[w_name])
-            ba = bias if b_name is None else _f32(np.asarray(env[b_name]).reshape(-1))
-            col = np.empty((rows, h * w), F32)
-            y = np.empty(out_shape, F32)
-            for b in range(n):
-                status = raw.heli_sgemm(
-                    1, 0, rows, h * w, c, 1.0, wa.ctypes.data, rows,
-                    xa[b].ctypes.data, h * w, 0.0, col.ctypes.data, h * w, None, 0, 0,
-                    -math.inf, math.inf, nt)
-                if status:
-                    raise ExecutionError("The cpu ConvTranspose ran out of memory.")
+            col, y = new_col(), new_y()
+            for b in range(g.n):
+                if g.tiles:
+                    _sgemm(raw, rows, plane, g.c, wt, xa[b], col, row_bias, act, lo, hi, nt)
+                    d2s(col.ctypes.data, y[b].ctypes.data, g.m, g.h, g.w, g.kh, g.kw, nt)
+                else:
+                    _sgemm(raw, rows, plane, g.c, wt, xa[b], col, None, 0, lo, hi, nt)
+                    col2im(col.ctypes.data, None if bias is None else bias.ctypes.data,
+                           y[b].ctypes.data, g.m, *geometry, nt)
+            return y
+        core.keep = (wt, row_bias, bias)
+        return core
+    return _finish(builder, bind, epi, None)
+
+
+def _sgemm(raw, rows: int, cols: int, depth: int, a: np.ndarray, b: np.ndarray,
+           out: np.ndarray, row_bias: np.ndarray | None, act: int, lo: float, hi: float,
+           nt: int) -> None:
+    """out = clamp(a @ b + row_bias) for row-major a (rows x depth), b (depth x cols)."""
+    status = raw.heli_sgemm(
+        0, 0, rows, cols, depth, 1.0, a.ctypes.data, depth, b.ctypes.data, cols, 0.0,
+        out.ctypes.data, cols, None if row_bias is None else row_bias.ctypes.data,
+        0 if row_bias is None else 2, act, lo, hi, nt)
+    if status:
+        raise ExecutionError("The cpu ConvTranspose ran out of memory.")
+
+
+def _unfold_clamp(epi: ConvEpilogue, node: Node, body: Graph, consts) -> ConvEpilogue:
+    """``epi`` without its clamp: the clamp's node and what follows it run as
+    the remaining elementwise ops instead."""
+    nodes = list(body.nodes[1:])
+    clamp = next(i for i, n in enumerate(nodes) if n.op.name in ("Relu", "Clip"))
+    rest = _rest_body(nodes[clamp:], nodes[clamp].inputs[0], consts)
+    return ConvEpilogue(epi.scale, epi.bias, 0, -math.inf, math.inf, rest, epi.result)
+
+
+def _plain_transpose(builder, node: Node, body: Graph | None, g: _Transposed) -> Maker:
+    """Non-constant weights or bias: SGEMM, col2im, then the group's
+    elementwise ops (if any) as one kernel."""
+    consts = dict(builder.constants)
+    if body is not None:
+        consts.update(body.constants)
+    x_name, w_name = node.inputs[0].name, node.inputs[1].name
+    b_val = node.inputs[2] if len(node.inputs) > 2 else None
+    rows, plane = g.m * g.kh * g.kw, g.h * g.w
+    out_shape = (g.n, g.m, *g.outs)
+    raw, nt = _gemm.library().raw, builder.nthreads
+    geometry = (g.h, g.w, g.kh, g.kw, g.strides[0], g.strides[1], g.begins[0], g.begins[1],
+                g.dilations[0], g.dilations[1], g.outs[0], g.outs[1])
+    rest = _rest_body(list(body.nodes[1:]), node.outputs[0], consts) if body else None
+    final = body.outputs[0] if body is not None else node.outputs[0]
+    epi = ConvEpilogue(None, None, 0, -math.inf, math.inf, rest, final)
+    new_y = builder.anchor_out(final, rest, out_shape)
+    new_col = builder.scratch((rows, plane))
+
+    def bind(lib: ctypes.CDLL) -> Callable[[Env, np.ndarray | None], np.ndarray]:
+        col2im = _bind(lib, "heli_col2im", [_VOID] * 3 + [_LONG] * 13 + [_INT])
+
+        def core(env: Env, res: np.ndarray | None) -> np.ndarray:
+            xa = _f32(env[x_name])
+            wa = np.ascontiguousarray(_f32(env[w_name]).reshape(g.c, rows).T)
+            ba = None
+            if b_val is not None:
+                ba = _f32(np.asarray(consts.get(b_val.name, env.get(b_val.name))).reshape(-1))
+            col, y = new_col(), new_y()
+            for b in range(g.n):
+                _sgemm(raw, rows, plane, g.c, wa, xa[b], col, None, 0, -math.inf, math.inf,
+                       nt)
                 col2im(col.ctypes.data, None if ba is None else ba.ctypes.data,
-                       y[b].ctypes.data, m, *geometry, nt)
-            env[out_name] = y
-        step.keep = (w_const, bias)
-        return step
-    return make
+                       y[b].ctypes.data, g.m, *geometry, nt)
+            return y
+        return core
+    return _finish(builder, bind, epi, None)
 
 
 # ------------------------------------------------------------------ BatchNormalization
+
+def split_batch_norms(graph: Graph) -> Graph:
+    """Each inference BatchNormalization with constant parameters as a
+    per-channel ``Mul`` then ``Add``, so that fusion treats it like any
+    elementwise op: folded into the weights and bias of the Conv or
+    ConvTranspose before it (when another op stands between them, such as
+    an exported bias ``Add``, the canonical BatchNorm fold does not apply),
+    or fused into an elementwise group."""
+    from heli.ir._ops import get_op
+    from heli.ir._types import DType, TensorType
+
+    mul, add = get_op("Mul", ""), get_op("Add", "")
+    nodes: list[Node] = []
+    constants = dict(graph.constants)
+    for node in graph.nodes:
+        factors = _batch_norm_affine(node, graph.constants)
+        if factors is None:
+            nodes.append(node)
+            continue
+        s, t = factors
+        x, y = node.inputs[0], node.outputs[0]
+        shape = (s.size,) + (1,) * (len(_shape(x)) - 2)
+        label = node.name or y.name
+        s_val = Value(f"{label}/bn_scale", TensorType(DType.FLOAT32, shape))
+        t_val = Value(f"{label}/bn_shift", TensorType(DType.FLOAT32, shape))
+        mid = Value(f"{label}/bn_scaled", y.type)
+        constants[s_val.name] = s.reshape(shape)
+        constants[t_val.name] = t.reshape(shape)
+        nodes.append(Node(mul, (x, s_val), (mid,), {}, name=f"{label}/scale"))
+        nodes.append(Node(add, (mid, t_val), (y,), {}, name=f"{label}/shift"))
+    if len(nodes) == len(graph.nodes):
+        return graph
+    return graph.replace(nodes=tuple(nodes), constants=constants)
+
+
+def _batch_norm_affine(node: Node, constants) -> tuple[np.ndarray, np.ndarray] | None:
+    """(s, t) with BatchNormalization(x) = x * s[c] + t[c], float32, if ``node``
+    is an inference BatchNormalization of rank >= 2 with constant parameters."""
+    if node.op.domain or node.op.name != "BatchNormalization" or node.attr("training_mode"):
+        return None
+    if any(o is not None for o in node.outputs[1:]) or len(_shape(node.inputs[0])) < 2:
+        return None
+    params = [constants.get(v.name) if v is not None else None for v in node.inputs[1:5]]
+    if any(p is None for p in params):
+        return None
+    scale, beta, mean, var = (np.asarray(p, np.float64).reshape(-1) for p in params)
+    factor = scale / np.sqrt(var + float(node.attr("epsilon")))
+    return factor.astype(np.float32), (beta - mean * factor).astype(np.float32)
+
 
 def batch_norm_step(builder, node: Node) -> Maker | None:
     """Inference BatchNormalization with constant parameters, else ``None``."""
@@ -489,13 +693,14 @@ def batch_norm_step(builder, node: Node) -> Maker | None:
     inner = int(np.prod(shape[2:], dtype=np.int64)) if len(shape) > 2 else 1
     planes = int(np.prod(shape[:2], dtype=np.int64))
     x_name, out_name, nt = node.inputs[0].name, node.outputs[0].name, builder.nthreads
+    new_y = builder.output(node.outputs[0])
 
     def make(lib: ctypes.CDLL) -> Step:
         fn = _bind(lib, "heli_channel_affine", [_VOID] * 4 + [_LONG] * 3 + [_INT])
 
         def step(env: Env) -> None:
             xa = _f32(env[x_name])
-            y = np.empty(shape, F32)
+            y = new_y()
             fn(xa.ctypes.data, s.ctypes.data, t.ctypes.data, y.ctypes.data, planes, channels,
                inner, nt)
             env[out_name] = y
@@ -543,13 +748,14 @@ def resize_step(builder, node: Node) -> Maker | None:
     planes = int(np.prod(x_shape[:-2], dtype=np.int64)) if len(x_shape) > 2 else 1
     out_plane = int(index.size)
     x_name, out_name, nt = node.inputs[0].name, node.outputs[0].name, builder.nthreads
+    new_y = builder.output(node.outputs[0])
 
     def make(lib: ctypes.CDLL) -> Step:
         fn = _bind(lib, "heli_gather_planes", [_VOID] * 3 + [_LONG] * 3 + [_INT])
 
         def step(env: Env) -> None:
             xa = _f32(env[x_name])
-            y = np.empty(out_shape, F32)
+            y = new_y()
             fn(xa.ctypes.data, index.ctypes.data, y.ctypes.data, planes, h * w, out_plane, nt)
             env[out_name] = y
         step.keep = (index,)

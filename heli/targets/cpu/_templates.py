@@ -156,6 +156,9 @@ struct heli_pool_args {
     int is_max, count_include_pad;
 };
 
+/* One output row at a time: each valid tap (kh, kw) updates the whole run
+ * of outputs it reaches, a loop without branches that vectorizes (the
+ * per-pixel, per-tap bounds checks of a plain loop cost ~10x). */
 static void heli_pool_task(void *arg, long task) {
     const struct heli_pool_args *a = arg;
     const long H = a->H, W = a->W, KH = a->KH, KW = a->KW, SH = a->SH, SW = a->SW;
@@ -166,24 +169,43 @@ static void heli_pool_task(void *arg, long task) {
         const float *xp = a->x + nc * H * W;
         float *yp = a->y + nc * OH * OW;
         for (long oh = 0; oh < OH; ++oh) {
-            for (long ow = 0; ow < OW; ++ow) {
-                float acc = is_max ? -INFINITY : 0.0f;
-                long count = 0;
-                for (long kh = 0; kh < KH; ++kh) {
-                    const long ih = oh * SH - PH + kh * DH;
-                    if (ih < 0 || ih >= H) continue;
-                    for (long kw = 0; kw < KW; ++kw) {
-                        const long iw = ow * SW - PW + kw * DW;
-                        if (iw < 0 || iw >= W) continue;
-                        const float v = xp[ih * W + iw];
-                        if (is_max) acc = (acc < v || v != v) ? v : acc;
-                        else acc += v;
-                        ++count;
+            float *restrict yr = yp + oh * OW;
+            const float init = is_max ? -INFINITY : 0.0f;
+            for (long ow = 0; ow < OW; ++ow) yr[ow] = init;
+            long rows = 0;
+            for (long kh = 0; kh < KH; ++kh) {
+                const long ih = oh * SH - PH + kh * DH;
+                if (ih < 0 || ih >= H) continue;
+                ++rows;
+                const float *restrict xr = xp + ih * W;
+                for (long kw = 0; kw < KW; ++kw) {
+                    const long off = kw * DW - PW;
+                    long lo, hi;
+                    heli_valid_range(SW, PW, kw, DW, W, OW, &lo, &hi);
+                    if (is_max) {
+                        #pragma omp simd
+                        for (long ow = lo; ow < hi; ++ow) {
+                            const float v = xr[ow * SW + off], m = yr[ow];
+                            yr[ow] = (m < v || v != v) ? v : m;
+                        }
+                    } else {
+                        #pragma omp simd
+                        for (long ow = lo; ow < hi; ++ow) yr[ow] += xr[ow * SW + off];
                     }
                 }
-                if (!is_max)
-                    acc /= (float)(a->count_include_pad ? KH * KW : (count ? count : 1));
-                yp[oh * OW + ow] = acc;
+            }
+            if (is_max) continue;
+            for (long ow = 0; ow < OW; ++ow) {
+                long taps = KH * KW;
+                if (!a->count_include_pad) {
+                    long cols = 0;
+                    for (long kw = 0; kw < KW; ++kw) {
+                        const long iw = ow * SW + kw * DW - PW;
+                        cols += iw >= 0 && iw < W;
+                    }
+                    taps = rows * cols;
+                }
+                yr[ow] /= (float)(taps ? taps : 1);
             }
         }
     }

@@ -115,6 +115,52 @@ def test_conv_with_fused_epilogue(name, epilogue):
     assert graph.nodes  # the fused graph is what ran; fusion happens in the target
 
 
+@pytest.mark.asan
+@pytest.mark.parametrize("size", [6, 20])
+def test_depthwise_on_small_and_large_planes(size):
+    """Small planes run with channels in vector lanes, large ones a channel
+    at a time (LANES_MAX_PIXELS); 20 channels leave a partial block of lanes."""
+    inits = {"w": rand(20, 1, 3, 3, seed=1), "b": rand(20, seed=2),
+             "lo": np.float32(0), "hi": np.float32(6)}
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1], group=20),
+             helper.make_node("Clip", ["c", "lo", "hi"], ["y"])]
+    model = make_model(nodes, [("x", [1, 20, size, size])], ["y"], inits)
+    check_vs_ref(model, {"x": rand(1, 20, size, size, seed=3)}, 1e-5, 1e-5)
+
+
+TRANSPOSED = {  # (C_in, C_out, kernel, stride, pad, output_padding)
+    "2x2_s2": (6, 5, 2, 2, 0, 0),  # taps tile the output: SGEMM + interleave
+    "3x3_s2": (4, 3, 3, 2, 1, 1),  # overlapping taps: SGEMM + col2im
+    "3x1_s1": (3, 4, (3, 1), 1, 0, 0),
+}
+
+
+@pytest.mark.asan
+@pytest.mark.parametrize("name", sorted(TRANSPOSED))
+@pytest.mark.parametrize("epilogue", ["none", "bias_bn_relu", "sigmoid"])
+def test_conv_transpose_with_fused_epilogue(name, epilogue):
+    """PP-OCR det's head: ConvTranspose, an exported bias Add, BatchNorm, Relu."""
+    cin, cout, k, stride, pad, out_pad = TRANSPOSED[name]
+    kh, kw = (k, k) if isinstance(k, int) else k
+    inits = {"w": rand(cin, cout, kh, kw, seed=1), "b": rand(cout, 1, 1, seed=2),
+             "scale": rand(cout, seed=3), "shift": rand(cout, seed=4),
+             "mean": rand(cout, seed=5), "var": np.abs(rand(cout, seed=6)) + 0.5}
+    nodes = [helper.make_node("ConvTranspose", ["x", "w"], ["c"], strides=[stride] * 2,
+                              pads=[pad] * 4, output_padding=[out_pad] * 2)]
+    out = "c"
+    if epilogue == "bias_bn_relu":
+        nodes += [helper.make_node("Add", ["c", "b"], ["t"]),
+                  helper.make_node("BatchNormalization", ["t", "scale", "shift", "mean", "var"],
+                                   ["n"]),
+                  helper.make_node("Relu", ["n"], ["y"])]
+        out = "y"
+    elif epilogue == "sigmoid":
+        nodes += [helper.make_node("Sigmoid", ["c"], ["y"])]
+        out = "y"
+    model = make_model(nodes, [("x", [2, cin, 7, 6])], [out], inits)
+    check_vs_ref(model, {"x": rand(2, cin, 7, 6, seed=7)}, 1e-5, 1e-5)
+
+
 def test_pooling_and_means():
     nodes = [
         helper.make_node("MaxPool", ["x"], ["m"], kernel_shape=[3, 3], strides=[2, 2],
@@ -156,6 +202,25 @@ def test_matmul_gemm_softmax_layernorm():
     check_vs_ref(model, {"x": rand(2, 5, 16)}, 1e-5, 1e-5)
 
 
+@pytest.mark.asan
+def test_attention_matmuls_read_transposed_views_in_place():
+    """Transposes are views on cpu; the batched MatMul reads them through
+    their strides (rows or columns contiguous), broadcasting batch axes."""
+    nodes = [helper.make_node("Reshape", ["x", "heads"], ["r"]),
+             helper.make_node("Transpose", ["r"], ["q"], perm=[0, 2, 1, 3]),
+             helper.make_node("Transpose", ["r"], ["kt"], perm=[0, 2, 3, 1]),
+             helper.make_node("MatMul", ["q", "kt"], ["s"]),
+             helper.make_node("Softmax", ["s"], ["p"], axis=-1),
+             helper.make_node("MatMul", ["p", "q"], ["o"]),
+             helper.make_node("Transpose", ["o"], ["t"], perm=[0, 2, 1, 3]),
+             helper.make_node("Reshape", ["t", "flat"], ["y"]),
+             helper.make_node("MatMul", ["b", "kt"], ["z"])]  # (4, 1, 5, 6) x (1, 4, 6, 8)
+    model = make_model(nodes, [("x", [1, 8, 24]), ("b", [4, 1, 5, 6])], ["y", "z"],
+                       {"heads": np.array([1, 8, 4, 6], np.int64),
+                        "flat": np.array([1, 8, 24], np.int64)})
+    check_vs_ref(model, {"x": rand(1, 8, 24), "b": rand(4, 1, 5, 6, seed=1)})
+
+
 def test_elementwise_chain_with_broadcasting_and_threads(monkeypatch):
     nodes = [helper.make_node("Mul", ["x", "s"], ["a"]),
              helper.make_node("Sigmoid", ["a"], ["b"]),
@@ -182,6 +247,32 @@ def test_feeds_are_not_modified():
     check_vs_ref(model, feeds)
     for k, v in feeds.items():
         np.testing.assert_array_equal(v, before[k])
+
+
+@pytest.mark.asan
+def test_arena_keeps_views_alive_and_outputs_apart():
+    """Intermediate tensors share one preallocated arena: a view made by a
+    host step (Reshape, Transpose) keeps its buffer alive, and what a run
+    returns, a view of a kernel's result included, survives the next run."""
+    nodes = [helper.make_node("Relu", ["x"], ["a"]),
+             helper.make_node("Reshape", ["a", "flat"], ["v"]),  # a view of `a`
+             helper.make_node("Softmax", ["x"], ["d"]),  # may take a dead buffer's place
+             helper.make_node("Reshape", ["v", "shape"], ["w"]),
+             helper.make_node("Add", ["w", "d"], ["y"]),
+             helper.make_node("Exp", ["x"], ["e"]),
+             helper.make_node("Reshape", ["e", "flat"], ["z"])]  # an output that is a view
+    model = make_model(nodes, [("x", [16, 24])], ["y", "z"],
+                       {"flat": np.array([-1], np.int64), "shape": np.array([16, 24], np.int64)})
+    compiled = check_vs_ref(model, {"x": rand(16, 24)})
+    first = compiled.run({"x": rand(16, 24)})
+    kept = {k: v.copy() for k, v in first.items()}
+    second = compiled.run({"x": rand(16, 24, seed=1)})
+    for name, value in kept.items():
+        np.testing.assert_array_equal(first[name], value)
+        assert not np.array_equal(second[name], value)
+    want = heli.compile(model, "ref").run({"x": rand(16, 24, seed=1)})
+    for name, value in want.items():
+        assert_close(second[name], value, 1e-5, 1e-5, what=name)
 
 
 # ---------------------------------------------------------------- real models
@@ -225,6 +316,16 @@ def test_minilm_matches_onnxruntime():
     feeds["token_type_ids"] = np.zeros_like(feeds["input_ids"])
     on_cpu, total = _check_model(minilm_onnx(), feeds)
     assert on_cpu > 0.9 * total
+
+
+@pytest.mark.slow
+@pytest.mark.asan
+def test_ppocr_det_matches_onnxruntime():
+    from heli.testing import ppocr_model
+
+    x = np.random.default_rng(0).uniform(-1, 1, (1, 3, 160, 160)).astype(np.float32)
+    on_cpu, total = _check_model(ppocr_model("det"), {"x": x})
+    assert on_cpu == total
 
 
 @pytest.mark.slow
