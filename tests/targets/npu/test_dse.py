@@ -94,14 +94,14 @@ def test_outputs_hold_the_cycle_model_and_area(model, tmp_path, capsys):
 
 def test_sram_too_small_is_reported_not_raised(model, tmp_path, capsys):
     out = tmp_path / "out"
-    assert main(["npu", "dse", str(model), "--dim", "16", "--spad", "1K,64K", "--acc", "16K",
+    assert main(["npu", "dse", str(model), "--dim", "16", "--spad", "256,64K", "--acc", "16K",
                  "--bw", "8,16", "-j", "2", "--no-area", "-o", str(out)]) == 0
     capsys.readouterr()
     rows = _rows(out / "dse.csv")
     assert [r["status"] for r in rows] == ["no fit", "no fit", "fits", "fits"]
     assert rows[0]["cycles"] == "" and rows[0]["area_mm2"] == ""
     assert "no layer fits the SRAMs: QConv node" in rows[0]["note"]
-    assert "has 64 scratchpad and 256 accumulator rows" in rows[0]["note"]
+    assert "has 16 scratchpad and 256 accumulator rows" in rows[0]["note"]
     # more DRAM bandwidth: fewer cycles, same MACs
     assert int(rows[3]["cycles"]) < int(rows[2]["cycles"])
     graph = dse.prepare_model(model)
