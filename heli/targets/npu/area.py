@@ -38,7 +38,6 @@ published compiler macros of that node.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -50,6 +49,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from heli._filelock import file_lock
 from heli.targets.npu.config import NpuConfig
 from heli.targets.npu.errors import NpuError
 from heli.targets.npu.rtl.params import check_rtl_config
@@ -263,28 +263,12 @@ def synthesize(verilog: str, top: str) -> dict[str, Counter]:
         [str(AREA_VERSION), _yosys_version(exe), script, verilog]).encode()).hexdigest()
     cached = cache_dir() / f"{key}.json"
     cached.parent.mkdir(parents=True, exist_ok=True)
-    with _locked(cache_dir() / f".{key}.lock"):
+    with file_lock(cache_dir() / f".{key}.lock"):
         stat = _read_cached(cached)
         if stat is None:
             stat = _run_yosys(exe, script, verilog)
             _write_cached(cached, stat)
     return _cells(stat)
-
-
-@contextlib.contextmanager
-def _locked(path: Path):
-    """An exclusive lock on ``path`` (advisory, POSIX; none elsewhere)."""
-    try:
-        import fcntl
-    except ImportError:                            # no flock: at worst, synthesize twice
-        yield
-        return
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _read_cached(path: Path) -> dict | None:

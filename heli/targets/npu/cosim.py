@@ -19,7 +19,6 @@ build flags and Verilator's version) under ``$HELI_CACHE_DIR`` or
 
 from __future__ import annotations
 
-import fcntl
 import functools
 import hashlib
 import os
@@ -33,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from heli._filelock import file_lock
 from heli.targets.npu.config import NpuConfig
 from heli.targets.npu.errors import NpuError
 from heli.targets.npu.isa import Instr, disassemble, encode_program
@@ -172,8 +172,7 @@ def build_testbench(cfg: NpuConfig) -> Path:
         return exe
     final.parent.mkdir(parents=True, exist_ok=True)
     # one build per key at a time (pytest workers): the others wait for it
-    with open(final.parent / f"{final.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with file_lock(final.parent / f"{final.name}.lock"):
         if not exe.exists():
             _build(cfg, tool, final)
     return exe
