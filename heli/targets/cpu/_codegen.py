@@ -36,35 +36,14 @@ from heli.kernel import (
 from heli.ops._nn import resolve_window, window_attrs
 from heli.targets.cpu import _convs, _gemm, _toolchain
 from heli.targets.cpu._arena import arena_for
+from heli.targets.cpu._binding import F32, Env, Maker, Step, f32
+from heli.targets.cpu._binding import FLOAT as _FLOAT
+from heli.targets.cpu._binding import INT as _INT
+from heli.targets.cpu._binding import LONG as _LONG
+from heli.targets.cpu._binding import VOID as _VOID
+from heli.targets.cpu._binding import bind as _bind
+from heli.targets.cpu._binding import static_shape as _shape
 from heli.targets.cpu._templates import TEMPLATES
-
-F32 = np.dtype(np.float32)
-Env = dict[str, np.ndarray]
-Step = Callable[[Env], None]
-Maker = Callable[[ctypes.CDLL], Step]
-
-_VOID = ctypes.c_void_p
-_LONG = ctypes.c_long
-_INT = ctypes.c_int
-_FLOAT = ctypes.c_float
-
-
-def f32(x: np.ndarray) -> np.ndarray:
-    """``x`` as a C-contiguous float32 array (no copy when it is one)."""
-    if x.dtype == F32 and x.flags.c_contiguous:
-        return x
-    return np.ascontiguousarray(x, dtype=F32)
-
-
-def _shape(value: Value) -> tuple[int, ...]:
-    return tuple(value.tensor_type.shape)  # type: ignore[arg-type]
-
-
-def _bind(lib: ctypes.CDLL, name: str, argtypes: list) -> Callable[..., None]:
-    fn = getattr(lib, name)
-    fn.argtypes = argtypes
-    fn.restype = None
-    return fn
 
 
 @dataclass

@@ -34,13 +34,13 @@ from heli.ir._graph import Graph, Node, Value
 from heli.kernel import SCALAR_RULES, Const, Expr, Load, Op, Var, render_expr
 from heli.ops._nn import conv_transpose_window, resolve_window, window_attrs
 from heli.targets.cpu import _gemm
-
-F32 = np.dtype(np.float32)
-Env = dict[str, np.ndarray]
-Step = Callable[[Env], None]
-Maker = Callable[[ctypes.CDLL], Step]
-
-_VOID, _LONG, _INT, _FLOAT = ctypes.c_void_p, ctypes.c_long, ctypes.c_int, ctypes.c_float
+from heli.targets.cpu._binding import FLOAT as _FLOAT
+from heli.targets.cpu._binding import INT as _INT
+from heli.targets.cpu._binding import LONG as _LONG
+from heli.targets.cpu._binding import VOID as _VOID
+from heli.targets.cpu._binding import Env, Maker, Step, f32
+from heli.targets.cpu._binding import bind as _bind
+from heli.targets.cpu._binding import static_shape as _shape
 
 MR = 6  # output channels per register tile (HCV_MR in conv.c)
 MAX_TILE = 64  # the widest pixel tile of any ISA build (HCV_NT), for buffer slack
@@ -53,21 +53,13 @@ MAX_VL = 16
 LANES_MAX_PIXELS = 256
 
 
-def _f32(x: np.ndarray) -> np.ndarray:
-    if x.dtype == F32 and x.flags.c_contiguous:
-        return x
-    return np.ascontiguousarray(x, dtype=F32)
 
 
-def _shape(value: Value) -> tuple[int, ...]:
-    return tuple(value.tensor_type.shape)  # type: ignore[arg-type]
 
 
-def _bind(lib: ctypes.CDLL, name: str, argtypes: list) -> Callable[..., None]:
-    fn = getattr(lib, name)
-    fn.argtypes = argtypes
-    fn.restype = None
-    return fn
+
+
+
 
 
 # ------------------------------------------------------------------ geometry
@@ -201,7 +193,7 @@ def conv_epilogue(anchor: Node, body: Graph | None, consts: dict[str, np.ndarray
                 act, result, rest = 1, node.outputs[0], rest[1:]
     rest_body = _rest_body(rest, result, consts) if rest else None
     final = body.outputs[0] if body is not None else result
-    return ConvEpilogue(_as_f32(scale), _as_f32(bias), act, lo, hi, rest_body, final)
+    return ConvEpilogue(_asf32(scale), _asf32(bias), act, lo, hi, rest_body, final)
 
 
 def _rest_body(rest: list[Node], result: Value, consts: dict[str, np.ndarray]) -> Graph:
@@ -220,7 +212,7 @@ def _rest_body(rest: list[Node], result: Value, consts: dict[str, np.ndarray]) -
     return Graph(tuple(ext), (rest[-1].outputs[0],), tuple(rest), rest_consts, name="epilogue")
 
 
-def _as_f32(a: np.ndarray | None) -> np.ndarray | None:
+def _asf32(a: np.ndarray | None) -> np.ndarray | None:
     return None if a is None else np.ascontiguousarray(a, np.float32)
 
 
@@ -361,7 +353,7 @@ def conv_step(builder, node: Node, body: Graph | None) -> Maker | None:
             w_p, off_p, b_p, par_p = _addresses(wd, off, bias, params)
 
             def core(env: Env, res: np.ndarray | None) -> np.ndarray:
-                xa = _f32(env[x_name])
+                xa = f32(env[x_name])
                 y = new_y()
                 fn(xa.ctypes.data, w_p, off_p, b_p, y.ctypes.data, n, c, geo.h,
                    geo.w, kh * kw, geo.sh, geo.sw, geo.pt, geo.pl, geo.hq, geo.wq, geo.oh,
@@ -388,7 +380,7 @@ def conv_step(builder, node: Node, body: Graph | None) -> Maker | None:
             w_p, off_p, b_p, par_p = _addresses(packed, off, bias, params)
 
             def core(env: Env, res: np.ndarray | None) -> np.ndarray:
-                xa = _f32(env[x_name])
+                xa = f32(env[x_name])
                 y = new_y()
                 xb = new_xb()
                 for b in range(n):
@@ -422,7 +414,7 @@ def _depthwise_lanes(node: Node, geo: Geometry, wd: np.ndarray, bias: np.ndarray
         w_p, b_p, par_p = _addresses(wd, bias, None if row is None else row.params)
 
         def core(env: Env, res: np.ndarray | None) -> np.ndarray:
-            xa = _f32(env[x_name])
+            xa = f32(env[x_name])
             y = new_y()
             fn(xa.ctypes.data, w_p, b_p, y.ctypes.data, n, c, geo.h, geo.w, geo.kh, geo.kw,
                geo.sh, geo.sw, geo.pt, geo.pl, geo.dh, geo.dw, geo.oh, geo.ow, hp, wp, act, lo,
@@ -442,7 +434,7 @@ def _finish(builder, bind, epi: ConvEpilogue, row: RowEpilogue | None) -> Maker:
             core = bind(lib)
 
             def step(env: Env) -> None:
-                res = _f32(env[res_name]) if res_name is not None else None
+                res = f32(env[res_name]) if res_name is not None else None
                 env[out_name] = core(env, res)
             return step
         return make
@@ -552,7 +544,7 @@ def conv_transpose_step(builder, node: Node, body: Graph | None = None) -> Maker
         col2im = _bind(lib, "heli_col2im", [_VOID] * 3 + [_LONG] * 13 + [_INT])
 
         def core(env: Env, res: np.ndarray | None) -> np.ndarray:
-            xa = _f32(env[x_name])
+            xa = f32(env[x_name])
             col, y = new_col(), new_y()
             for b in range(g.n):
                 if g.tiles:
@@ -612,11 +604,11 @@ def _plain_transpose(builder, node: Node, body: Graph | None, g: _Transposed) ->
         col2im = _bind(lib, "heli_col2im", [_VOID] * 3 + [_LONG] * 13 + [_INT])
 
         def core(env: Env, res: np.ndarray | None) -> np.ndarray:
-            xa = _f32(env[x_name])
-            wa = np.ascontiguousarray(_f32(env[w_name]).reshape(g.c, rows).T)
+            xa = f32(env[x_name])
+            wa = np.ascontiguousarray(f32(env[w_name]).reshape(g.c, rows).T)
             ba = None
             if b_val is not None:
-                ba = _f32(np.asarray(consts.get(b_val.name, env.get(b_val.name))).reshape(-1))
+                ba = f32(np.asarray(consts.get(b_val.name, env.get(b_val.name))).reshape(-1))
             col, y = new_col(), new_y()
             for b in range(g.n):
                 _sgemm(raw, rows, plane, g.c, wa, xa[b], col, None, 0, -math.inf, math.inf,
@@ -699,7 +691,7 @@ def batch_norm_step(builder, node: Node) -> Maker | None:
         fn = _bind(lib, "heli_channel_affine", [_VOID] * 4 + [_LONG] * 3 + [_INT])
 
         def step(env: Env) -> None:
-            xa = _f32(env[x_name])
+            xa = f32(env[x_name])
             y = new_y()
             fn(xa.ctypes.data, s.ctypes.data, t.ctypes.data, y.ctypes.data, planes, channels,
                inner, nt)
@@ -754,7 +746,7 @@ def resize_step(builder, node: Node) -> Maker | None:
         fn = _bind(lib, "heli_gather_planes", [_VOID] * 3 + [_LONG] * 3 + [_INT])
 
         def step(env: Env) -> None:
-            xa = _f32(env[x_name])
+            xa = f32(env[x_name])
             y = new_y()
             fn(xa.ctypes.data, index.ctypes.data, y.ctypes.data, planes, h * w, out_plane, nt)
             env[out_name] = y
