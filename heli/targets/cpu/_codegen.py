@@ -188,32 +188,10 @@ class ModuleBuilder:
                 result = add.outputs[0]
                 rest = rest[1:]
         if rest and rest[0].op.name in ("Relu", "Clip") and only_reader(result, rest[0]):
-            node = rest[0]
-            if node.op.name == "Relu":
-                act, lo, result, rest = 1, 0.0, node.outputs[0], rest[1:]
-            else:
-                bounds = [consts.get(v.name) if v is not None else None
-                          for v in node.inputs[1:3]]
-                given = [v is not None for v in node.inputs[1:3]]
-                if all(b is not None or not g for b, g in zip(bounds, given, strict=False)):
-                    lo = float(bounds[0]) if len(bounds) > 0 and bounds[0] is not None else lo
-                    hi = float(bounds[1]) if len(bounds) > 1 and bounds[1] is not None else hi
-                    act, result, rest = 1, node.outputs[0], rest[1:]
-        rest_body = None
-        if rest:
-            made = {o.name for n in rest for o in n.outputs}
-            ext: list[Value] = [result]
-            rest_consts = {}
-            for n in rest:
-                for v in n.inputs:
-                    if v is None or v.name in made:
-                        continue
-                    if v.name in consts:
-                        rest_consts[v.name] = consts[v.name]
-                    elif all(e.name != v.name for e in ext):
-                        ext.append(v)
-            rest_body = Graph(tuple(ext), (rest[-1].outputs[0],), tuple(rest), rest_consts,
-                              name="epilogue")
+            clamp = _convs.fold_clamp(rest[0], consts, lo, hi)
+            if clamp is not None:
+                (lo, hi), act, result, rest = clamp, 1, rest[0].outputs[0], rest[1:]
+        rest_body = _convs.epilogue_body(rest, result, consts) if rest else None
         final = body.outputs[0] if body is not None else result
         return _Epilogue(bias, act, lo, hi, rest_body, final)
 

@@ -181,22 +181,30 @@ def conv_epilogue(anchor: Node, body: Graph | None, consts: dict[str, np.ndarray
             bias = per if bias is None else bias + per
         result, rest = node.outputs[0], rest[1:]
     if rest and rest[0].op.name in ("Relu", "Clip") and sole_reader(result, rest[0]):
-        node = rest[0]
-        if node.op.name == "Relu":
-            act, lo, result, rest = 1, 0.0, node.outputs[0], rest[1:]
-        else:
-            bounds = [consts.get(v.name) if v is not None else None for v in node.inputs[1:3]]
-            given = [v is not None for v in node.inputs[1:3]]
-            if all(b is not None or not g for b, g in zip(bounds, given, strict=False)):
-                lo = float(bounds[0]) if len(bounds) > 0 and bounds[0] is not None else lo
-                hi = float(bounds[1]) if len(bounds) > 1 and bounds[1] is not None else hi
-                act, result, rest = 1, node.outputs[0], rest[1:]
-    rest_body = _rest_body(rest, result, consts) if rest else None
+        clamp = fold_clamp(rest[0], consts, lo, hi)
+        if clamp is not None:
+            (lo, hi), act, result, rest = clamp, 1, rest[0].outputs[0], rest[1:]
+    rest_body = epilogue_body(rest, result, consts) if rest else None
     final = body.outputs[0] if body is not None else result
     return ConvEpilogue(_asf32(scale), _asf32(bias), act, lo, hi, rest_body, final)
 
 
-def _rest_body(rest: list[Node], result: Value, consts: dict[str, np.ndarray]) -> Graph:
+def fold_clamp(node: Node, consts: dict[str, np.ndarray], lo: float, hi: float
+               ) -> tuple[float, float] | None:
+    """The bounds ``(lo, hi)`` once the Relu or Clip ``node`` is folded into a
+    kernel's clamp, or ``None`` for a Clip whose bounds are not constants."""
+    if node.op.name == "Relu":
+        return 0.0, hi
+    bounds = [consts.get(v.name) if v is not None else None for v in node.inputs[1:3]]
+    given = [v is not None for v in node.inputs[1:3]]
+    if not all(b is not None or not g for b, g in zip(bounds, given, strict=False)):
+        return None
+    lo = float(bounds[0]) if len(bounds) > 0 and bounds[0] is not None else lo
+    hi = float(bounds[1]) if len(bounds) > 1 and bounds[1] is not None else hi
+    return lo, hi
+
+
+def epilogue_body(rest: list[Node], result: Value, consts: dict[str, np.ndarray]) -> Graph:
     """The ops ``rest`` as an elementwise body whose first input is ``result``."""
     made = {o.name for n in rest for o in n.outputs}
     ext: list[Value] = [result]
@@ -577,7 +585,7 @@ def _unfold_clamp(epi: ConvEpilogue, node: Node, body: Graph, consts) -> ConvEpi
     the remaining elementwise ops instead."""
     nodes = list(body.nodes[1:])
     clamp = next(i for i, n in enumerate(nodes) if n.op.name in ("Relu", "Clip"))
-    rest = _rest_body(nodes[clamp:], nodes[clamp].inputs[0], consts)
+    rest = epilogue_body(nodes[clamp:], nodes[clamp].inputs[0], consts)
     return ConvEpilogue(epi.scale, epi.bias, 0, -math.inf, math.inf, rest, epi.result)
 
 
@@ -594,7 +602,7 @@ def _plain_transpose(builder, node: Node, body: Graph | None, g: _Transposed) ->
     raw, nt = _gemm.library().raw, builder.nthreads
     geometry = (g.h, g.w, g.kh, g.kw, g.strides[0], g.strides[1], g.begins[0], g.begins[1],
                 g.dilations[0], g.dilations[1], g.outs[0], g.outs[1])
-    rest = _rest_body(list(body.nodes[1:]), node.outputs[0], consts) if body else None
+    rest = epilogue_body(list(body.nodes[1:]), node.outputs[0], consts) if body else None
     final = body.outputs[0] if body is not None else node.outputs[0]
     epi = ConvEpilogue(None, None, 0, -math.inf, math.inf, rest, final)
     new_y = builder.anchor_out(final, rest, out_shape)
