@@ -29,6 +29,35 @@ def _int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
 
 
+#: Parameters of :class:`NpuConfig` given as plain integers.
+INT_PARAMS = ("dram_bytes_per_cycle", "clock_hz", "dma_latency", "vector_latency",
+              "lut_tables", "token_depth", "queue_depth")
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--dim``, ``--spad``, ``--acc`` and the integer parameters of an NpuConfig."""
+    from heli.targets.npu.config import NpuConfig
+
+    d = NpuConfig()
+    parser.add_argument("--dim", type=_int, default=d.dim,
+                        help=f"the array is DIM x DIM, a power of two (default {d.dim})")
+    parser.add_argument("--spad", type=_size, default=d.spad_bytes, metavar="BYTES",
+                        help="scratchpad size, e.g. 256K (default 256K)")
+    parser.add_argument("--acc", type=_size, default=d.acc_bytes, metavar="BYTES",
+                        help="accumulator size, e.g. 64K (default 64K)")
+    for name in INT_PARAMS:
+        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=_int,
+                            default=getattr(d, name), help=f"(default {getattr(d, name)})")
+
+
+def config_from_args(args: argparse.Namespace):
+    """The checked RTL configuration of :func:`add_config_arguments`' arguments."""
+    from heli.targets.npu.rtl.params import rtl_config
+
+    return rtl_config(dim=args.dim, spad_bytes=args.spad, acc_bytes=args.acc,
+                      **{name: getattr(args, name) for name in INT_PARAMS})
+
+
 def add_npu_parser(sub) -> None:
     from heli.targets.npu.config import NpuConfig
 
@@ -39,16 +68,7 @@ def add_npu_parser(sub) -> None:
     rtl = tools.add_parser("rtl", help="write the NPU's Verilog and a JSON of its parameters")
     rtl.add_argument("-o", "--output", required=True, metavar="DIR",
                      help="folder for <name>.v and params.json (created if missing)")
-    rtl.add_argument("--dim", type=_int, default=d.dim,
-                     help=f"the array is DIM x DIM, a power of two (default {d.dim})")
-    rtl.add_argument("--spad", type=_size, default=d.spad_bytes, metavar="BYTES",
-                     help="scratchpad size, e.g. 256K (default 256K)")
-    rtl.add_argument("--acc", type=_size, default=d.acc_bytes, metavar="BYTES",
-                     help="accumulator size, e.g. 64K (default 64K)")
-    for name in ("dram_bytes_per_cycle", "clock_hz", "dma_latency", "vector_latency",
-                 "lut_tables", "token_depth", "queue_depth"):
-        rtl.add_argument(f"--{name.replace('_', '-')}", dest=name, type=_int,
-                         default=getattr(d, name), help=f"(default {getattr(d, name)})")
+    add_config_arguments(rtl)
     rtl.add_argument("--name", default=None, help="top-level module name (default heli_npu)")
     rtl.set_defaults(func=cmd_npu_rtl)
     from heli.cli._npu_explore import add_explore_parsers  # `heli npu area`, `heli npu dse`
@@ -66,14 +86,9 @@ def add_npu_parser(sub) -> None:
 
 
 def cmd_npu_rtl(args: argparse.Namespace) -> int:
-    from heli.targets.npu.rtl.params import rtl_config
 
     # every parameter is checked before the generator is even imported
-    cfg = rtl_config(dim=args.dim, spad_bytes=args.spad, acc_bytes=args.acc,
-                    dram_bytes_per_cycle=args.dram_bytes_per_cycle, clock_hz=args.clock_hz,
-                    dma_latency=args.dma_latency, vector_latency=args.vector_latency,
-                    lut_tables=args.lut_tables, token_depth=args.token_depth,
-                    queue_depth=args.queue_depth)
+    cfg = config_from_args(args)
     try:
         from heli.targets.npu.rtl.generate import TOP_NAME, write_rtl
     except ImportError as err:

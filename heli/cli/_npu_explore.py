@@ -18,10 +18,6 @@ from pathlib import Path
 
 from heli._errors import InputError
 
-#: Parameters of :class:`NpuConfig` given as plain integers (as ``heli npu rtl``).
-_INT_PARAMS = ("dram_bytes_per_cycle", "clock_hz", "dma_latency", "vector_latency",
-               "lut_tables", "token_depth", "queue_depth")
-
 
 def add_explore_parsers(tools) -> None:
     """Adds ``area`` and ``dse`` to the ``heli npu`` subcommands ``tools``."""
@@ -30,30 +26,19 @@ def add_explore_parsers(tools) -> None:
 
 
 def _add_area(tools) -> None:
-    from heli.cli._npu import _int, _size
-    from heli.targets.npu.config import NpuConfig
+    from heli.cli._npu import add_config_arguments
 
-    d = NpuConfig()
     p = tools.add_parser("area", help="estimate the NPU's area per block (Yosys, 45 nm)")
-    p.add_argument("--dim", type=_int, default=d.dim,
-                   help=f"the array is DIM x DIM, a power of two (default {d.dim})")
-    p.add_argument("--spad", type=_size, default=d.spad_bytes, metavar="BYTES",
-                   help="scratchpad size, e.g. 256K (default 256K)")
-    p.add_argument("--acc", type=_size, default=d.acc_bytes, metavar="BYTES",
-                   help="accumulator size, e.g. 64K (default 64K)")
-    for name in _INT_PARAMS:
-        p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=_int,
-                       default=getattr(d, name), help=f"(default {getattr(d, name)})")
+    add_config_arguments(p)
     p.add_argument("--json", metavar="FILE", default=None,
                    help="also write the report (blocks, cells by type) as JSON")
     p.set_defaults(func=cmd_npu_area)
 
 
 def cmd_npu_area(args: argparse.Namespace) -> int:
-    from heli.targets.npu.rtl.params import rtl_config
+    from heli.cli._npu import config_from_args
 
-    cfg = rtl_config(dim=args.dim, spad_bytes=args.spad, acc_bytes=args.acc,
-                     **{name: getattr(args, name) for name in _INT_PARAMS})
+    cfg = config_from_args(args)
     json_path = Path(args.json) if args.json else None
     if json_path is not None and not json_path.parent.resolve().is_dir():
         raise InputError(f"--json {args.json!r}: the folder {str(json_path.parent)!r} "
