@@ -170,14 +170,7 @@ class ModuleBuilder:
             bias = np.asarray(consts[anchor.inputs[2].name], np.float32).reshape(-1).copy()
         act, lo, hi = 0, -math.inf, math.inf
 
-        def only_reader(value: Value, node: Node) -> bool:
-            """Folding ``node`` into the GEMM hides ``value``: nothing else may read it."""
-            readers = [n for n in rest if any(v is not None and v.name == value.name
-                                              for v in n.inputs)]
-            return readers == [node] and sum(v is not None and v.name == value.name
-                                             for v in node.inputs) == 1
-
-        if rest and rest[0].op.name == "Add" and only_reader(result, rest[0]):
+        if rest and rest[0].op.name == "Add" and _convs.sole_reader(rest, result, rest[0]):
             add = rest[0]
             other = add.inputs[1] if add.inputs[0].name == result.name else add.inputs[0]
             c = consts.get(other.name)
@@ -187,7 +180,8 @@ class ModuleBuilder:
                 bias = per.copy() if bias is None else bias + per
                 result = add.outputs[0]
                 rest = rest[1:]
-        if rest and rest[0].op.name in ("Relu", "Clip") and only_reader(result, rest[0]):
+        if (rest and rest[0].op.name in ("Relu", "Clip")
+                and _convs.sole_reader(rest, result, rest[0])):
             clamp = _convs.fold_clamp(rest[0], consts, lo, hi)
             if clamp is not None:
                 (lo, hi), act, result, rest = clamp, 1, rest[0].outputs[0], rest[1:]

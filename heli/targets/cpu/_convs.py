@@ -155,13 +155,7 @@ def conv_epilogue(anchor: Node, body: Graph | None, consts: dict[str, np.ndarray
     scale = None
     act, lo, hi = 0, -math.inf, math.inf
 
-    def sole_reader(value: Value, node: Node) -> bool:
-        readers = [n for n in rest if any(v is not None and v.name == value.name
-                                          for v in n.inputs)]
-        return readers == [node] and sum(v is not None and v.name == value.name
-                                         for v in node.inputs) == 1
-
-    while rest and sole_reader(result, rest[0]):
+    while rest and sole_reader(rest, result, rest[0]):
         node = rest[0]
         if node.op.name not in ("Mul", "Add", "Sub"):
             break
@@ -180,13 +174,22 @@ def conv_epilogue(anchor: Node, body: Graph | None, consts: dict[str, np.ndarray
             per = -per if node.op.name == "Sub" else per
             bias = per if bias is None else bias + per
         result, rest = node.outputs[0], rest[1:]
-    if rest and rest[0].op.name in ("Relu", "Clip") and sole_reader(result, rest[0]):
+    if rest and rest[0].op.name in ("Relu", "Clip") and sole_reader(rest, result, rest[0]):
         clamp = fold_clamp(rest[0], consts, lo, hi)
         if clamp is not None:
             (lo, hi), act, result, rest = clamp, 1, rest[0].outputs[0], rest[1:]
     rest_body = epilogue_body(rest, result, consts) if rest else None
     final = body.outputs[0] if body is not None else result
     return ConvEpilogue(_asf32(scale), _asf32(bias), act, lo, hi, rest_body, final)
+
+
+def sole_reader(nodes: list[Node], value: Value, node: Node) -> bool:
+    """Whether ``node`` is the only reader of ``value`` among ``nodes``, reading it
+    once: folding ``node`` into a kernel then hides ``value`` from no one."""
+    readers = [n for n in nodes if any(v is not None and v.name == value.name
+                                       for v in n.inputs)]
+    return readers == [node] and sum(v is not None and v.name == value.name
+                                     for v in node.inputs) == 1
 
 
 def fold_clamp(node: Node, consts: dict[str, np.ndarray], lo: float, hi: float
