@@ -16,17 +16,13 @@ from heli.targets.npu.area import AreaError, area, format_report, sram_area_um2
 from heli.targets.npu.config import NpuConfig
 from heli.targets.npu.rtl.params import RtlConfigError
 
-needs_yosys = pytest.mark.skipif(shutil.which("yosys") is None,
-                                 reason="yosys is not installed (make tools)")
 # small configurations (every SRAM at least SRAM_MIN_ROWS rows: real macros)
 SMALL = {"spad_bytes": 4096, "acc_bytes": 1024}
 
 
 @pytest.fixture(scope="module")
 def reports():
-    pytest.importorskip("amaranth")
-    if shutil.which("yosys") is None:
-        pytest.skip("yosys is not installed (make tools)")
+    assert shutil.which("yosys"), "yosys is not installed (make tools installs it)"
     return {(dim, spad): area(NpuConfig(dim=dim, spad_bytes=spad, acc_bytes=1024))
             for dim, spad in ((2, 4096), (4, 4096), (2, 8192))}
 
@@ -117,7 +113,6 @@ def test_yosys_statistics_are_read_despite_their_trailing_text():
 
 
 def test_identical_modules_are_synthesized_once():
-    pytest.importorskip("amaranth")
     from heli.targets.npu.rtl.generate import TOP_NAME, generate_verilog
 
     design = area_mod._parse(generate_verilog(NpuConfig(dim=4, **SMALL)))
@@ -134,7 +129,6 @@ def test_identical_modules_are_synthesized_once():
 # --------------------------------------------------------------------------
 
 
-@needs_yosys
 def test_report_lists_every_block(reports):
     report = reports[(4, 4096)]
     names = [b.name for b in report.blocks]
@@ -152,7 +146,6 @@ def test_report_lists_every_block(reports):
         assert line in text
 
 
-@needs_yosys
 def test_array_area_grows_with_dim_squared(reports):
     small, big = (_block(reports[(d, 4096)], "array") for d in (2, 4))
     assert 3.0 < big.area_um2 / small.area_um2 < 5.0
@@ -164,7 +157,6 @@ def test_array_area_grows_with_dim_squared(reports):
     assert 1.7 < big_v.area_um2 / small_v.area_um2 < 2.3
 
 
-@needs_yosys
 def test_sram_area_grows_with_size(reports):
     small, big = reports[(2, 4096)], reports[(2, 8192)]
     spad = [b for b in big.blocks if b.name.startswith("sram: spad")]
@@ -175,7 +167,6 @@ def test_sram_area_grows_with_size(reports):
     assert big.logic_um2 == pytest.approx(small.logic_um2, rel=0.05)
 
 
-@needs_yosys
 def test_cli_prints_the_table_and_writes_json(reports, capsys, tmp_path):
     out = tmp_path / "area.json"
     assert main(["npu", "area", "--dim", "2", "--spad", "4K", "--acc", "1K",
