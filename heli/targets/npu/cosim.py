@@ -38,7 +38,7 @@ from heli.targets.npu.errors import NpuError
 from heli.targets.npu.isa import Instr, disassemble, encode_program
 
 __all__ = ["CosimError", "CosimReport", "LayerCycles", "RtlRun", "build_testbench",
-           "cosim_instrs", "cosim_model", "cosim_program", "merge_reports", "rtl_timing",
+           "cosim_instrs", "cosim_model", "cosim_program", "merge_reports",
            "run_rtl"]
 
 _TB = Path(__file__).parent / "rtl" / "tb" / "cosim_tb.cpp"
@@ -77,8 +77,7 @@ class LayerCycles:
 @dataclass(frozen=True)
 class CosimReport:
     """A co-simulation that matched: cycles of the RTL and of the cycle model
-    (with :func:`rtl_timing`; ``banked_model_cycles`` with the default 4 / 2
-    SRAM banks, whose conflicts the RTL does not have)."""
+    (its default timing parameters describe the RTL's SRAM banks)."""
 
     dim: int
     rtl_cycles: int
@@ -86,7 +85,6 @@ class CosimReport:
     layers: list[LayerCycles]
     stores_checked: int
     instructions: int
-    banked_model_cycles: int = 0
 
     def table(self) -> str:
         """The per-layer cycle table (Markdown)."""
@@ -95,11 +93,6 @@ class CosimReport:
             lines.append(f"| `{lc.name}` | {lc.rtl:,} | {lc.model:,} | {lc.delta:+.1%} |")
         total = LayerCycles("total", self.rtl_cycles, self.model_cycles)
         lines.append(f"| **total** | {total.rtl:,} | {total.model:,} | {total.delta:+.1%} |")
-        if self.banked_model_cycles:
-            banked = LayerCycles("banked", self.rtl_cycles, self.banked_model_cycles)
-            lines.append(f"\nThe cycle model with its default SRAM banks (conflict stalls the "
-                         f"RTL does not have): {banked.model:,} cycles, RTL "
-                         f"{banked.delta:+.1%}.")
         return "\n".join(lines)
 
 
@@ -306,15 +299,6 @@ def _layer_cycles(ends: Sequence[int], layers: Sequence[tuple[int, int, str]],
     return out
 
 
-def rtl_timing(cfg: NpuConfig):
-    """The cycle model's timing parameters for the RTL core's memories: every
-    unit has its own SRAM ports, so no two units ever conflict on a bank
-    (one bank per row)."""
-    from heli.targets.npu.cycles import TimingParams
-
-    return TimingParams(spad_banks=cfg.spad_rows, acc_banks=cfg.acc_rows)
-
-
 def cosim_instrs(cfg: NpuConfig, instrs: Sequence[Instr], dram: np.ndarray,
                  layers: Sequence[tuple[int, int, str]] = (),
                  max_cycles: int | None = None) -> tuple[CosimReport, np.ndarray]:
@@ -327,8 +311,7 @@ def cosim_instrs(cfg: NpuConfig, instrs: Sequence[Instr], dram: np.ndarray,
     instrs = list(instrs)
     ref = Npu(cfg, np.array(dram, np.uint8, copy=True))
     ref.run(instrs, check_races=True)
-    model = estimate(instrs, cfg, layers=list(layers), timing=rtl_timing(cfg))
-    banked = estimate(instrs, cfg)
+    model = estimate(instrs, cfg, layers=list(layers))
     limit = max_cycles if max_cycles is not None else 4 * model.cycles + 100_000
     rtl = run_rtl(cfg, instrs, dram, limit)
     stores = check_stores(instrs, rtl, ref.dram)
@@ -346,8 +329,7 @@ def cosim_instrs(cfg: NpuConfig, instrs: Sequence[Instr], dram: np.ndarray,
     model_layers = {ls.name: ls.cycles for ls in model.layers}
     names = [ls.name for ls in model.layers]
     rows = [LayerCycles(nm, rtl_layers.get(nm, 0), model_layers.get(nm, 0)) for nm in names]
-    report = CosimReport(cfg.dim, max(ends), model.cycles, rows, stores, len(instrs),
-                         banked.cycles)
+    report = CosimReport(cfg.dim, max(ends), model.cycles, rows, stores, len(instrs))
     return report, ref.dram
 
 
@@ -388,8 +370,7 @@ def merge_reports(reports: Sequence[CosimReport]) -> CosimReport:
     return CosimReport(reports[0].dim, sum(r.rtl_cycles for r in reports),
                        sum(r.model_cycles for r in reports), layers,
                        sum(r.stores_checked for r in reports),
-                       sum(r.instructions for r in reports),
-                       sum(r.banked_model_cycles for r in reports))
+                       sum(r.instructions for r in reports))
 
 
 def cosim_model(graph, feeds: Mapping[str, np.ndarray], config: NpuConfig
@@ -474,14 +455,10 @@ def doc_table(dims: Sequence[int] = (8, 16)) -> str:
     lines.append("| **total** | " + " | ".join(total) + " |")
     worst = ", ".join(f"DIM {d}: {max(abs(lc.delta) for lc in reports[d].layers):.1%}"
                       for d in dims)
-    banked = ", ".join(
-        f"DIM {d}: {reports[d].banked_model_cycles:,} cycles (RTL "
-        f"{LayerCycles('', reports[d].rtl_cycles, reports[d].banked_model_cycles).delta:+.1%})"
-        for d in dims)
-    lines += ["", f"Largest per-layer difference: {worst}. The model column uses "
-              f"`cosim.rtl_timing(cfg)` (no bank conflicts, as the RTL's per-unit SRAM "
-              f"ports); with its default banks (4 scratchpad, 2 accumulator) the cycle "
-              f"model gives {banked}."]
+    lines += ["", f"Largest per-layer difference: {worst}. The model is "
+              f"`cycles.estimate` with its default `TimingParams`, which describe the RTL's "
+              f"SRAM banks (4 per SRAM, the compute units first, the DMA on the ports they "
+              f"leave free)."]
     return "\n".join(lines)
 
 

@@ -11,11 +11,12 @@ schedules it without computing any values:
   the simulator) and its unit (the DMA engine, shared by the load and store
   queues; the systolic array; the vector unit) is free;
 * durations follow the formulas of ``docs/npu.md``, "Cycle model": DMA latency
-  plus bytes / bandwidth, systolic fill and drain with back-to-back ``matmul``
-  instructions overlapping the drain, shadow weight registers (a
-  ``load_weights`` overlaps the previous ``matmul`` once that one has streamed
-  2·DIM - 1 cycles), vector rows times lane passes, and SRAM bank-conflict
-  stalls between units running at the same time.
+  plus bytes / bandwidth (at least one cycle per bus beat of ``dma_rows``
+  rows), systolic fill and drain with back-to-back ``matmul`` instructions
+  overlapping the drain, shadow weight registers (a ``load_weights`` overlaps
+  the previous ``matmul`` once that one has streamed 2·DIM - 1 cycles), vector
+  rows times lane passes, and the cycles the DMA loses to the compute units on
+  the SRAM banks (the compute side has priority, as in the RTL).
 
 The :class:`CycleReport` gives the total cycles, busy cycles per unit and
 queue, MAC utilization, DRAM traffic, SRAM high-water marks, a per-layer
@@ -29,7 +30,9 @@ the functional simulator for those.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
 import tempfile
 from collections import deque
@@ -58,17 +61,21 @@ UNTAGGED = "(untagged)"
 class TimingParams:
     """Parameters of the cycle model that the ISA does not need.
 
-    SRAM banking: scratchpad row ``r`` lives in bank ``r % spad_banks``,
-    accumulator row ``r`` in bank ``r % acc_banks``.  ``vector_lanes`` is the
-    width of the vector unit (None: DIM, one row per cycle).
+    SRAM banking, as the RTL builds it: scratchpad row ``r`` lives in bank
+    ``r % spad_banks``, accumulator row ``r`` in bank ``r % acc_banks``, each
+    bank with two read ports and one write port, on which the compute units
+    have priority over the DMA.  ``dma_rows`` is the rows of one bus beat (the
+    DMA takes at most one beat per cycle).  ``vector_lanes`` is the width of
+    the vector unit (None: DIM, one row per cycle).
     """
 
     spad_banks: int = 4
-    acc_banks: int = 2
+    acc_banks: int = 4
+    dma_rows: int = 4
     vector_lanes: int | None = None
 
     def __post_init__(self) -> None:
-        for name in ("spad_banks", "acc_banks"):
+        for name in ("spad_banks", "acc_banks", "dma_rows"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"timing parameters: {name} must be a positive integer, "
@@ -92,7 +99,7 @@ class Slice:
     unit: str | None          # dma, array, vector or None
     start: int
     end: int                  # completion (for a matmul: after the drain)
-    stall: int                # bank-conflict cycles included in [start, end)
+    stall: int                # cycles lost to bank conflicts, included in [start, end)
     macs: int = 0
     dram_bytes: int = 0
 
@@ -204,10 +211,25 @@ class CycleReport:
 
 @dataclass
 class _Footprint:
-    banks: dict[Mem, int]          # bit mask of the banks touched, per SRAM
     top: dict[Mem, int]            # 1 + highest row touched, per SRAM
+    writes: dict[Mem, int] = field(default_factory=lambda: {Mem.SPAD: 0, Mem.ACC: 0})
+    reads: list[tuple[Mem, np.ndarray]] = field(default_factory=list)
     dram_read: int = 0
     dram_write: int = 0
+
+    def dual_reads(self, timing: TimingParams, mem: Mem) -> int:
+        """Cycles in which two operands read from one bank of ``mem`` at once
+        (both read ports of that bank taken): operand streams read side by
+        side, a single row (a bias) read on every cycle of the other."""
+        streams = [rows for m, rows in self.reads if m == mem]
+        worst = 0
+        for k, a in enumerate(streams):
+            for b in streams[k + 1:]:
+                if a.size != b.size and 1 not in (a.size, b.size):
+                    continue                     # not read side by side (e.g. parameters)
+                banks = timing.banks(mem)
+                worst = max(worst, int(np.count_nonzero(a % banks == b % banks)))
+        return worst
 
 
 class _Probe:
@@ -220,11 +242,11 @@ class _Probe:
         self.luts = np.zeros((cfg.lut_tables, 256), np.int8)
         self.sizes = {Mem.SPAD: cfg.spad_rows, Mem.ACC: cfg.acc_rows}
         self.pc, self.ins = 0, None
-        self.fp = _Footprint({}, {})
+        self.fp = _Footprint({})
 
     def footprint(self, pc: int, ins: Instr) -> _Footprint:
         self.pc, self.ins = pc, ins
-        self.fp = _Footprint({Mem.SPAD: 0, Mem.ACC: 0}, {Mem.SPAD: 0, Mem.ACC: 0})
+        self.fp = _Footprint({Mem.SPAD: 0, Mem.ACC: 0})
         ins.defn.semantics(self, **ins.fields)
         return self.fp
 
@@ -245,17 +267,18 @@ class _Probe:
 
     def _touch(self, mem: Mem, rows: np.ndarray) -> None:
         if rows.size:
-            mem = Mem(mem)
-            bank = np.unique(rows % self.timing.banks(mem))
-            self.fp.banks[mem] |= int(np.bitwise_or.reduce(np.left_shift(1, bank)))
             self.fp.top[mem] = max(self.fp.top[mem], int(rows.max()) + 1)
 
     def sram_read(self, mem: Mem, rows: np.ndarray) -> np.ndarray:
+        mem = Mem(mem)
         self._touch(mem, rows)
+        self.fp.reads.append((mem, rows))
         return np.zeros((rows.size, self.cfg.dim), np.int8 if mem == Mem.SPAD else np.int32)
 
     def sram_write(self, mem: Mem, rows: np.ndarray, values: np.ndarray) -> None:
+        mem = Mem(mem)
         self._touch(mem, rows)
+        self.fp.writes[mem] += rows.size
 
     def dram_read(self, operand: str, addr: int, rows: int, stride: int,
                   nbytes: int) -> np.ndarray:
@@ -283,8 +306,7 @@ def _duration(cfg: NpuConfig, timing: TimingParams, ins: Instr,
     if name in ("push", "wait"):
         return 1, 1
     if name in ("dma_load", "dma_store"):
-        nbytes = fp.dram_read + fp.dram_write
-        return cfg.dma_latency + -(-nbytes // cfg.dram_bytes_per_cycle), 0
+        return cfg.dma_latency + _dma_transfer(cfg, timing, ins, fp), 0
     if name == "load_weights":
         return dim, dim
     if name == "matmul":
@@ -300,30 +322,70 @@ def _duration(cfg: NpuConfig, timing: TimingParams, ins: Instr,
 # --------------------------------------------------------------------------
 
 
+def _dma_transfer(cfg: NpuConfig, timing: TimingParams, ins: Instr, fp: _Footprint) -> int:
+    """Cycles a DMA transfer moves data: its bytes at the DRAM bandwidth, and
+    at least one cycle per bus beat of ``dma_rows`` rows."""
+    nbytes = fp.dram_read + fp.dram_write
+    beats = -(-ins.rows // timing.dma_rows)
+    return max(-(-nbytes // cfg.dram_bytes_per_cycle), beats)
+
+
 @dataclass
 class _Active:
+    """An instruction in its SRAM access window, and what it costs the DMA."""
+
     unit: str
     begin: int                # SRAM access window [begin, end)
     end: int
-    banks: dict[Mem, int]
+    index: int                # its slice in ``slices``
+    # a compute instruction: the share of its cycles that takes a bank port
+    # the DMA may want (a write, or both read ports of one bank), per SRAM
+    writes: dict[Mem, float] = field(default_factory=dict)
+    dual: dict[Mem, float] = field(default_factory=dict)
+    # a DMA transfer: its SRAM, direction, and stall cycles per cycle of
+    # overlap with a compute instruction taking every port it wants
+    mem: Mem = Mem.SPAD
+    store: bool = False
+    exposure: float = 0.0
 
 
-def _bank_stall(timing: TimingParams, begin: int, end: int, banks: dict[Mem, int],
-                unit: str, active: list[_Active]) -> int:
-    """Cycles an instruction accessing the SRAMs during [begin, end) loses to
-    other units' accesses already under way: ceil(overlap / banks) per other
-    instruction and per SRAM in which the two share a bank."""
-    stall = 0
-    for other in active:
-        if other.unit == unit:
-            continue
-        overlap = min(end, other.end) - max(begin, other.begin)
-        if overlap <= 0:
-            continue
-        for mem in (Mem.SPAD, Mem.ACC):
-            if banks[mem] & other.banks[mem]:
-                stall += -(-overlap // timing.banks(mem))
-    return stall
+def _compute_active(unit: str, begin: int, end: int, index: int, fp: _Footprint,
+                    timing: TimingParams) -> _Active:
+    span = max(end - begin, 1)
+    return _Active(unit, begin, end, index,
+                   writes={m: min(fp.writes[m] / span, 1.0) for m in Mem},
+                   dual={m: min(fp.dual_reads(timing, m) / span, 1.0) for m in Mem})
+
+
+def _dma_active(begin: int, end: int, index: int, ins: Instr, transfer: int,
+                timing: TimingParams) -> _Active:
+    """A beat of ``n`` consecutive rows covers ``min(n, banks)`` of the banks,
+    so a compute access to a random bank hits it with that share; a refused
+    row costs the beat a cycle, which the transfer absorbs when its beats
+    arrive two or more cycles apart (the DRAM bandwidth, not the DMA, sets
+    the pace)."""
+    mem = Mem(ins.mem)
+    beats = -(-ins.rows // timing.dma_rows)
+    per_beat = transfer / beats                  # cycles between beats
+    cover = min(ins.rows, timing.dma_rows, timing.banks(mem)) / timing.banks(mem)
+    absorbed = min(max(per_beat - 1.0, 0.0), 1.0)
+    exposure = cover * (1.0 - absorbed) / per_beat
+    return _Active("dma", begin, end, index, mem=mem, store=ins.name == "dma_store",
+                   exposure=exposure)
+
+
+def _conflict(dma: _Active, compute: _Active) -> float:
+    """Stall cycles of ``dma`` while ``compute`` runs beside it: ``p`` per
+    cycle of their overlap, as long as the compute instruction lasts.  If the
+    slowed transfer outlives it, the stall is what the transfer loses until
+    the compute instruction ends: in A cycles it does A / (1 + p) cycles of
+    work."""
+    first = max(dma.begin, compute.begin)
+    overlap = min(dma.end, compute.end) - first
+    if overlap <= 0:
+        return 0.0
+    p = (compute.dual if dma.store else compute.writes).get(dma.mem, 0.0) * dma.exposure
+    return min(overlap * p, (compute.end - first) * p / (1.0 + p))
 
 
 def _union(intervals: list[tuple[int, int]]) -> int:
@@ -371,6 +433,34 @@ def estimate(program: Sequence[Instr] | bytes | bytearray | str,
     weight_rows = cfg.dim
     tops = {Mem.SPAD: 0, Mem.ACC: 0}             # SRAM high-water marks
     fetch, now = 0, 0
+
+    # the DMA's lost cycles, expected values summed over the program, and the
+    # whole cycles given out so far: each transfer takes its share, rounded so
+    # that the fractions (a beat meets the compute in one bank of four) add up
+    lost = {"expected": 0.0, "given": 0}
+
+    def stall_for(expected: float) -> int:
+        lost["expected"] += expected
+        whole = math.floor(lost["expected"] + 0.5) - lost["given"]
+        lost["given"] += whole
+        return whole
+
+    def lengthen(dma: _Active, extra: float) -> None:
+        """Adds ``extra`` expected stall cycles to a transfer already scheduled
+        (the latest one: nothing that waits for its end has started yet, as
+        that would start after the compute instruction that meets it)."""
+        old = slices[dma.index]
+        grow = stall_for(extra)
+        if grow <= 0:
+            return
+        new = dataclasses.replace(old, end=old.end + grow, stall=old.stall + grow)
+        slices[dma.index] = new
+        dma.end += grow
+        unit_free["dma"] = max(unit_free["dma"], new.end)
+        q = Queue[new.queue.upper()]
+        q_end[q] = max(q_end[q], new.end)
+        if q_last[q] is old:
+            q_last[q] = new
 
     def earliest(pc: int) -> int | None:
         ins, q = instrs[pc], queue_of[pc]
@@ -420,14 +510,26 @@ def estimate(program: Sequence[Instr] | bytes | bytearray | str,
         pc = queues[q].popleft()
         ins, unit = instrs[pc], _unit(instrs[pc])
         fp = (probe.footprint(pc, ins) if unit is not None
-              else _Footprint({Mem.SPAD: 0, Mem.ACC: 0}, {Mem.SPAD: 0, Mem.ACC: 0}))
+              else _Footprint({Mem.SPAD: 0, Mem.ACC: 0}))
         cycles, stream = _duration(cfg, timing, ins, fp)
         stall = 0
         if unit is not None:
-            begin = start + (cfg.dma_latency if unit == "dma" else 0)
             active = [a for a in active if a.end > start]
-            stall = _bank_stall(timing, begin, start + cycles, fp.banks, unit, active)
-            active.append(_Active(unit, begin, start + cycles + stall, fp.banks))
+            if unit == "dma":
+                # a load writes the SRAM as the data comes back, a store reads
+                # it before the data goes out
+                transfer = cycles - cfg.dma_latency
+                first = start if ins.name == "dma_store" else start + cfg.dma_latency
+                me = _dma_active(first, first + transfer, len(slices), ins, transfer, timing)
+                stall = stall_for(sum(_conflict(me, a) for a in active if a.unit != "dma"))
+                me.end += stall
+            else:
+                # the compute units never wait: a transfer under way loses the cycles
+                me = _compute_active(unit, start, start + cycles, len(slices), fp, timing)
+                for a in active:
+                    if a.unit == "dma" and (extra := _conflict(a, me)) > 0:
+                        lengthen(a, extra)
+            active.append(me)
         end = start + cycles + stall
         macs = 0
         if ins.name == "load_weights":

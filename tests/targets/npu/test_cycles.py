@@ -135,22 +135,59 @@ def test_full_token_channel_delays_push_until_a_wait():
     assert _times(r) == [(0, 1), (25, 26), (0, 24), (24, 25), (26, 27)]
 
 
-def test_bank_conflicts_stall_the_later_instruction():
-    dma = "dma_load mem=spad sram=0 dram=0 stride=16 rows=16 cols=16"  # 64 + 16 cycles
-    r = estimate(f"{dma}\nvfill mem=spad dst=100 rows=100 value=0\nhalt")
-    # the DMA writes the scratchpad during 64..80 while the fill runs 0..104 over
-    # all 4 banks: ceil(16 / 4) = 4 stall cycles for the fill (it started second)
-    assert _times(r) == [(0, 80), (0, 108)] and r.bank_stall_cycles == 4
-    assert r.slices[1].stall == 4
-    # other SRAM, or disjoint banks (1 row in bank 0 vs rows 101, 105, ... in bank 1)
-    assert estimate(f"{dma}\nvfill mem=acc dst=0 rows=100 value=0\nhalt").cycles == 104
-    r = estimate("dma_load mem=spad sram=0 dram=0 stride=16 rows=1 cols=16\n"
-                 "matmul a=101 a_stride=4 c=0 rows=30\nhalt", NpuConfig(dma_latency=0))
-    assert r.bank_stall_cycles == 0 and r.cycles == 30 + 31
-    # with one bank every overlapping cycle conflicts
-    r = estimate(f"{dma}\nvfill mem=spad dst=100 rows=100 value=0\nhalt",
-                 timing=TimingParams(spad_banks=1))
-    assert r.cycles == 104 + 16
+VADD = "za=0 ma=1 zb=0 mb=1 acc=0"
+# 64 rows of 4 bytes: 16 beats of 4 rows, 256 bytes at 16 B/cycle: one beat per
+# cycle, so every row the DMA is refused costs it a cycle
+NARROW = "mem=spad sram=0 dram=0 stride=4 rows=64 cols=4"
+
+
+def test_the_dma_loses_the_bank_ports_the_compute_units_take():
+    # the fill writes a scratchpad row every cycle; each 4-row beat of the load
+    # covers all 4 banks, so each loses one cycle: 16 beats, 16 cycles.  The
+    # load was scheduled first (ties go to the load queue): it is lengthened,
+    # the fill (compute has priority) is not
+    r = estimate(f"dma_load {NARROW}\nvfill mem=spad dst=100 rows=200 value=0\nhalt")
+    assert _times(r) == [(0, 64 + 16 + 16), (0, 204)] and r.bank_stall_cycles == 16
+    assert r.slices[0].stall == 16 and r.slices[1].stall == 0
+    # a store competes with reads only when both read ports of a bank are taken:
+    # vadd's a and b in one bank on every cycle (100 + i, 200 + i), or never
+    same = estimate(f"vadd a=100 b=200 dst=0 rows=200 {VADD}\ndma_store {NARROW}\nhalt")
+    assert [s.stall for s in same.slices] == [0, 16]
+    apart = estimate(f"dma_store {NARROW}\nvadd a=100 b=201 dst=0 rows=200 {VADD}\nhalt")
+    assert apart.bank_stall_cycles == 0
+
+
+def test_bank_conflicts_need_the_same_sram_and_a_dma_with_no_slack():
+    # the accumulator is another SRAM
+    r = estimate(f"dma_load {NARROW}\nvfill mem=acc dst=100 rows=200 value=0\nhalt")
+    assert r.bank_stall_cycles == 0 and r.cycles == 204
+    # 16-byte rows: a 64-byte beat every 4 cycles; a refused row waits one
+    # cycle within that gap
+    wide = "dma_load mem=spad sram=0 dram=0 stride=16 rows=16 cols=16"
+    r = estimate(f"{wide}\nvfill mem=spad dst=100 rows=100 value=0\nhalt")
+    assert _times(r) == [(0, 80), (0, 104)] and r.bank_stall_cycles == 0
+
+
+def test_a_beat_of_one_row_meets_the_compute_in_one_bank_of_four():
+    one_row = "dma_load mem=spad sram=0 dram=0 stride=4 rows=1 cols=4"
+    prog = "\n".join([one_row] * 16)
+    r = estimate(f"{prog}\nvfill mem=spad dst=100 rows=300 value=0\nhalt",
+                 NpuConfig(dma_latency=0))
+    # each transfer: 1 beat in 1 cycle, exposed 1/4 of it
+    assert r.bank_stall_cycles == 4
+    r = estimate(f"{prog}\nvfill mem=spad dst=100 rows=300 value=0\nhalt",
+                 NpuConfig(dma_latency=0), timing=TimingParams(spad_banks=1))
+    assert r.bank_stall_cycles == 16
+
+
+def test_a_transfer_takes_at_least_a_cycle_per_beat():
+    # 64 rows of 1 byte at 16 B/cycle would be 4 cycles; 16 beats take 16
+    r = estimate("dma_load mem=spad sram=0 dram=0 stride=1 rows=64 cols=1\nhalt",
+                 NpuConfig(dma_latency=10))
+    assert r.cycles == 10 + 16
+    r = estimate("dma_load mem=spad sram=0 dram=0 stride=1 rows=64 cols=1\nhalt",
+                 NpuConfig(dma_latency=10), timing=TimingParams(dma_rows=8))
+    assert r.cycles == 10 + 8
 
 
 def test_high_water_marks():

@@ -8,12 +8,13 @@ only through the memory bus (:class:`~heli.targets.npu.rtl.bus.MemBusSignature`)
 The core is done when ``halt`` was fetched, every queue is empty and every
 unit idle.
 
-The SRAMs have dedicated ports per user, so the DMA never stalls the compute
-units (a synthesis flow would bank them): the scratchpad has three read ports
-(compute A and B, DMA) and two write ports (compute, DMA); the accumulator four
-read ports (compute X, Y, the ``matmul`` accumulation, DMA) and two write
-ports.  The simulator's race check guarantees that no two units touch one row
-in a way that depends on the order within a cycle.
+Each SRAM is a :class:`~heli.targets.npu.rtl.sram.BankedSram`: row ``r`` in
+bank ``r % 4``, each bank with two read ports and one write port.  The
+compute sequencer has priority on them (scratchpad: A on read port 0, B on
+read port 1; accumulator: X and the ``matmul`` accumulation on port 0, Y on
+port 1); the DMA engine's rows take the ports it leaves free, and wait a
+cycle when there is none.  The simulator's race check guarantees that no two
+units touch one row in a way that depends on the order within a cycle.
 """
 
 # No `from __future__ import annotations`: wiring.Component reads the port
@@ -21,7 +22,6 @@ in a way that depends on the order within a cycle.
 from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.fifo import SyncFIFO
-from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out, connect
 
 from heli.targets.npu.config import NpuConfig
@@ -37,6 +37,7 @@ from heli.targets.npu.rtl.queues import (
     TokenChannels,
 )
 from heli.targets.npu.rtl.sequencer import ComputeSequencer
+from heli.targets.npu.rtl.sram import BankedSram
 
 INT8 = signed(8)
 INT32 = signed(32)
@@ -160,21 +161,24 @@ class NpuCore(wiring.Component):
 
     def _srams(self, m: Module, comp: ComputeSequencer, dma: DmaEngine) -> None:
         cfg, dim = self.cfg, self.cfg.dim
-        m.submodules.spad = spad = Memory(shape=data.ArrayLayout(INT8, dim),
-                                          depth=cfg.spad_rows, init=[])
-        m.submodules.acc = acc = Memory(shape=data.ArrayLayout(INT32, dim),
-                                        depth=cfg.acc_rows, init=[])
-        k = range(self.dma_rows)
-        for mem, name, reads in ((spad, "spad", ("spad_a", "spad_b")),
-                                 (acc, "acc", ("acc_x", "acc_y", "acc_m"))):
-            readers = [(getattr(comp, f"{r}_raddr"), getattr(comp, f"{r}_rdata")) for r in reads]
-            readers += [(dma.port(f"{name}_raddr", j), dma.port(f"{name}_rdata", j)) for j in k]
-            for raddr, rdata in readers:
-                port = mem.read_port()
-                m.d.comb += [port.addr.eq(raddr), rdata.eq(port.data)]
-            fields = ("waddr", "wen", "wdata")
-            writers = [tuple(getattr(comp, f"{name}_{p}") for p in fields)]
-            writers += [tuple(dma.port(f"{name}_{p}", j) for p in fields) for j in k]
-            for waddr, wen, wdata in writers:
-                port = mem.write_port()
-                m.d.comb += [port.addr.eq(waddr), port.en.eq(wen), port.data.eq(wdata)]
+        for name, shape, rows, reads, ports in (
+                ("spad", data.ArrayLayout(INT8, dim), cfg.spad_rows,
+                 ("spad_a", "spad_b"), (0, 1)),
+                ("acc", data.ArrayLayout(INT32, dim), cfg.acc_rows,
+                 ("acc_x", "acc_y", "acc_m"), (0, 1, 0))):
+            sram = BankedSram(shape, rows, ports, self.dma_rows)
+            m.submodules[name] = sram
+            for k, r in enumerate(reads):
+                m.d.comb += [sram.port(f"c{k}_addr").eq(getattr(comp, f"{r}_raddr")),
+                             sram.port(f"c{k}_en").eq(getattr(comp, f"{r}_ren")),
+                             getattr(comp, f"{r}_rdata").eq(sram.port(f"c{k}_data"))]
+            m.d.comb += [sram.c_waddr.eq(getattr(comp, f"{name}_waddr")),
+                         sram.c_wen.eq(getattr(comp, f"{name}_wen")),
+                         sram.c_wdata.eq(getattr(comp, f"{name}_wdata"))]
+            for j in range(self.dma_rows):
+                for ours, theirs in (("raddr", "raddr"), ("ren", "ren"), ("waddr", "waddr"),
+                                     ("wen", "wen"), ("wdata", "wdata")):
+                    m.d.comb += sram.port(f"d{j}_{ours}").eq(dma.port(f"{name}_{theirs}", j))
+                for ours, theirs in (("rgrant", "rgrant"), ("rdata", "rdata"),
+                                     ("wgrant", "wgrant")):
+                    m.d.comb += dma.port(f"{name}_{theirs}", j).eq(sram.port(f"d{j}_{ours}"))

@@ -90,13 +90,18 @@ class ComputeSequencer(wiring.Component):
         The head's ``src`` queue.
     tok_wait_ok : In(1)
         Channel ``tok_src`` → compute holds a token.
-    spad_a_raddr, spad_a_rdata, spad_b_raddr, spad_b_rdata :
-        Two scratchpad read ports (data one cycle after the address).
+    spad_a_raddr, spad_a_ren, spad_a_rdata, spad_b_raddr, spad_b_ren, spad_b_rdata :
+        Two scratchpad read ports (data one cycle after the address; ``ren``:
+        the row is read this cycle, so that the banked SRAM gives the DMA the
+        ports the sequencer leaves free).
     spad_waddr, spad_wen, spad_wdata : Out
         Scratchpad write port.
-    acc_x_raddr, acc_x_rdata, acc_y_raddr, acc_y_rdata, acc_m_raddr, acc_m_rdata :
+    acc_x_raddr, acc_x_ren, acc_x_rdata, acc_y_raddr, acc_y_ren, acc_y_rdata,
+    acc_m_raddr, acc_m_ren, acc_m_rdata :
         Three accumulator read ports (vector operand, second operand or
-        parameters, and the ``matmul`` accumulation).
+        parameters, and the ``matmul`` accumulation); ``x`` and ``m`` never
+        read in the same cycle (a vector instruction waits for the array's
+        drain).
     acc_waddr, acc_wen, acc_wdata : Out
         Accumulator write port.
     retire : Out(1)
@@ -125,12 +130,12 @@ class ComputeSequencer(wiring.Component):
             "instr_ready": Out(1),
             "tok_push": Out(1), "tok_dst": Out(2), "tok_push_ok": In(1),
             "tok_wait": Out(1), "tok_src": Out(2), "tok_wait_ok": In(1),
-            "spad_a_raddr": Out(sa), "spad_a_rdata": In(rows8),
-            "spad_b_raddr": Out(sa), "spad_b_rdata": In(rows8),
+            "spad_a_raddr": Out(sa), "spad_a_ren": Out(1), "spad_a_rdata": In(rows8),
+            "spad_b_raddr": Out(sa), "spad_b_ren": Out(1), "spad_b_rdata": In(rows8),
             "spad_waddr": Out(sa), "spad_wen": Out(1), "spad_wdata": Out(rows8),
-            "acc_x_raddr": Out(aa), "acc_x_rdata": In(rows32),
-            "acc_y_raddr": Out(aa), "acc_y_rdata": In(rows32),
-            "acc_m_raddr": Out(aa), "acc_m_rdata": In(rows32),
+            "acc_x_raddr": Out(aa), "acc_x_ren": Out(1), "acc_x_rdata": In(rows32),
+            "acc_y_raddr": Out(aa), "acc_y_ren": Out(1), "acc_y_rdata": In(rows32),
+            "acc_m_raddr": Out(aa), "acc_m_ren": Out(1), "acc_m_rdata": In(rows32),
             "acc_waddr": Out(aa), "acc_wen": Out(1), "acc_wdata": Out(rows32),
             "retire": Out(1), "retire_pc": Out(PC_BITS),
             "weights_retire": Out(1), "weights_retire_pc": Out(PC_BITS),
@@ -193,6 +198,7 @@ class ComputeSequencer(wiring.Component):
                          r.acc.eq(0), r.per_lane.eq(0), r.kind.eq(Kind.VECTOR),
                          r.rows.eq(dec.f_rows), r.first.eq(1),
                          state.eq(State.STREAM)]
+            self._operands(m, dec, r)
             with m.If(dec.is_push | dec.is_wait):
                 m.d.sync += state.eq(State.IDLE)
                 m.d.comb += [self.retire.eq(1), self.retire_pc.eq(self.instr_pc)]
@@ -211,6 +217,19 @@ class ComputeSequencer(wiring.Component):
         with m.If(start):
             m.d.sync += [r.lw_active.eq(1), r.lw_j.eq(0), r.lw_src.eq(dec.f_src),
                          r.lw_rows.eq(dec.f_rows), r.lw_pc.eq(self.instr_pc)]
+
+    @staticmethod
+    def _operands(m: Module, dec: InstructionDecoder, r: "_Regs") -> None:
+        """Which read ports the instruction's rows use: the ports the others
+        leave free are the DMA's (``docs/npu.md``, "SRAM banks")."""
+        pool = dec.is_vmaxpool | dec.is_vsumpool
+        m.d.sync += [
+            r.uses_a.eq(dec.is_matmul | pool | dec.is_vadd | dec.is_vclip | dec.is_vlut
+                        | dec.is_lut_load),
+            r.uses_b.eq(dec.is_vadd | (dec.is_vmaxpool & dec.f_acc)),
+            r.uses_x.eq(dec.is_requant | dec.is_requant_pc | dec.is_vbias),
+            r.uses_y.eq(((dec.is_vadd | dec.is_vsumpool) & dec.f_acc) | dec.is_vbias),
+        ]
 
     def _setup(self, m: Module, dec: InstructionDecoder, r: "_Regs", state) -> None:
         """The row counters and operands of the instruction being taken."""
@@ -301,7 +320,12 @@ class ComputeSequencer(wiring.Component):
         # read addresses (the SRAM ports ignore unused ones)
         lw_row = Signal(16)
         m.d.comb += lw_row.eq(r.lw_src + (dim - 1) - r.lw_j)
+        prefetch = (state == State.PREFETCH0) | (state == State.PREFETCH1)
         m.d.comb += [
+            self.spad_a_ren.eq(issue & r.uses_a),
+            self.spad_b_ren.eq(r.lw_active | (issue & r.uses_b)),
+            self.acc_x_ren.eq(issue & r.uses_x),
+            self.acc_y_ren.eq(prefetch | (issue & r.uses_y)),
             self.spad_a_raddr.eq(r.src),
             self.spad_b_raddr.eq(Mux(r.lw_active, lw_row, r.b_base + r.drow)),
             self.acc_x_raddr.eq(r.x_base + r.drow),
@@ -362,7 +386,8 @@ class ComputeSequencer(wiring.Component):
         for st in line:
             busy = busy | st.valid
         m.d.comb += r.array_busy.eq(busy)
-        m.d.comb += self.acc_m_raddr.eq(line[-2].row)
+        m.d.comb += [self.acc_m_raddr.eq(line[-2].row),
+                     self.acc_m_ren.eq(line[-2].valid & line[-2].acc)]
         out = line[-1]
         with m.If(out.valid):
             m.d.comb += [self.acc_waddr.eq(out.row), self.acc_wen.eq(1)]
@@ -433,13 +458,14 @@ class _Regs:
             s(PC_BITS)
         self.lw_last = s(1)
         self.acc, self.first, self.to_acc, self.per_lane = s(1), s(1), s(1), s(1)
+        self.uses_a, self.uses_b, self.uses_x, self.uses_y = s(1), s(1), s(1), s(1)
         self.mult, self.shift, self.fill = s(INT32), s(SHIFT), s(INT32)
         self.zp, self.lo, self.hi, self.za, self.zb = (s(INT8) for _ in range(5))
         self.ma, self.mb = s(signed(16)), s(signed(16))
         self.mult_lane = s(data.ArrayLayout(INT32, dim))
         self.shift_lane = s(data.ArrayLayout(SHIFT, dim))
         self.lut_out = s(data.ArrayLayout(INT8, dim))
-        self.mm_age = s(range(2 * dim))
+        self.mm_age = s(range(2 * dim), init=2 * dim - 1)   # no matmul yet: weights free
         self.drain = s(range(VEC_DELAY))
         # combinational
         self.issue, self.last = s(1), s(1)
