@@ -21,7 +21,7 @@ units touch one row in a way that depends on the order within a cycle.
 # annotations as values.
 from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
-from amaranth.lib.fifo import SyncFIFO
+from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out, connect
 
 from heli.targets.npu.config import NpuConfig
@@ -123,7 +123,7 @@ class NpuCore(wiring.Component):
         """One FIFO of ``queue_depth`` entries per queue, fetch to executor."""
         empty = Signal(3)
         for q, ex in enumerate(execs):
-            fifo = SyncFIFO(width=ENTRY_BITS, depth=self.cfg.queue_depth)
+            fifo = SyncFIFOBuffered(width=ENTRY_BITS, depth=self.cfg.queue_depth)
             m.submodules[f"queue{q}"] = fifo
             m.d.comb += [fifo.w_data.eq(fetch.q_data), fifo.w_en.eq(fetch.q_wen[q]),
                          fetch.q_wrdy[q].eq(fifo.w_rdy),
