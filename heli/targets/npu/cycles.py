@@ -63,14 +63,17 @@ class TimingParams:
 
     SRAM banking, as the RTL builds it: scratchpad row ``r`` lives in bank
     ``r % spad_banks``, accumulator row ``r`` in bank ``r % acc_banks``, each
-    bank with two read ports and one write port, on which the compute units
-    have priority over the DMA.  ``dma_rows`` is the rows of one bus beat (the
-    DMA takes at most one beat per cycle).  ``vector_lanes`` is the width of
+    bank with one write port and ``spad_read_ports`` / ``acc_read_ports``
+    read ports, on which the compute units have priority over the DMA.
+    ``dma_rows`` is the rows of one bus beat (the DMA takes at most one beat
+    per cycle).  ``vector_lanes`` is the width of
     the vector unit (None: DIM, one row per cycle).
     """
 
     spad_banks: int = 4
     acc_banks: int = 4
+    spad_read_ports: int = 2
+    acc_read_ports: int = 1
     dma_rows: int = 4
     vector_lanes: int | None = None
 
@@ -85,8 +88,16 @@ class TimingParams:
             raise ConfigError(f"timing parameters: vector_lanes must be a positive integer "
                               f"or None, not {self.vector_lanes!r}.")
 
+        for name in ("spad_read_ports", "acc_read_ports"):
+            if getattr(self, name) not in (1, 2):
+                raise ConfigError(f"timing parameters: {name} must be 1 or 2, not "
+                                  f"{getattr(self, name)!r}.")
+
     def banks(self, mem: Mem) -> int:
         return self.spad_banks if mem == Mem.SPAD else self.acc_banks
+
+    def read_ports(self, mem: Mem) -> int:
+        return self.spad_read_ports if mem == Mem.SPAD else self.acc_read_ports
 
 
 @dataclass(frozen=True)
@@ -217,11 +228,14 @@ class _Footprint:
     dram_read: int = 0
     dram_write: int = 0
 
-    def dual_reads(self, timing: TimingParams, mem: Mem) -> int:
-        """Cycles in which two operands read from one bank of ``mem`` at once
-        (both read ports of that bank taken): operand streams read side by
-        side, a single row (a bias) read on every cycle of the other."""
+    def ports_full(self, timing: TimingParams, mem: Mem) -> int:
+        """Cycles in which the instruction's reads take every read port of a
+        bank of ``mem``.  One port: every row it reads (the sequencer reads
+        one accumulator row per cycle).  Two: the cycles in which two
+        operands read one bank at once, operand streams side by side."""
         streams = [rows for m, rows in self.reads if m == mem]
+        if timing.read_ports(mem) == 1:
+            return sum(rows.size for rows in streams)
         worst = 0
         for k, a in enumerate(streams):
             for b in streams[k + 1:]:
@@ -314,7 +328,12 @@ def _duration(cfg: NpuConfig, timing: TimingParams, ins: Instr,
         return rows + 2 * dim - 1, rows
     rows = cfg.lut_rows if name == "lut_load" else ins.rows * getattr(ins, "outer", 1)
     lanes = timing.vector_lanes or dim
-    return cfg.vector_latency + rows * -(-dim // lanes), 0
+    return cfg.vector_latency + _PARAM_READS.get(name, 0) + rows * -(-dim // lanes), 0
+
+
+#: Cycles an instruction reads parameter rows before its rows stream (the
+#: accumulator's banks have one read port, so they are not read beside them).
+_PARAM_READS = {"requant_pc": 3, "vbias": 1}
 
 
 # --------------------------------------------------------------------------
@@ -339,9 +358,9 @@ class _Active:
     end: int
     index: int                # its slice in ``slices``
     # a compute instruction: the share of its cycles that takes a bank port
-    # the DMA may want (a write, or both read ports of one bank), per SRAM
+    # the DMA may want (a write, or every read port of a bank), per SRAM
     writes: dict[Mem, float] = field(default_factory=dict)
-    dual: dict[Mem, float] = field(default_factory=dict)
+    full: dict[Mem, float] = field(default_factory=dict)
     # a DMA transfer: its SRAM, direction, and stall cycles per cycle of
     # overlap with a compute instruction taking every port it wants
     mem: Mem = Mem.SPAD
@@ -354,7 +373,7 @@ def _compute_active(unit: str, begin: int, end: int, index: int, fp: _Footprint,
     span = max(end - begin, 1)
     return _Active(unit, begin, end, index,
                    writes={m: min(fp.writes[m] / span, 1.0) for m in Mem},
-                   dual={m: min(fp.dual_reads(timing, m) / span, 1.0) for m in Mem})
+                   full={m: min(fp.ports_full(timing, m) / span, 1.0) for m in Mem})
 
 
 def _dma_active(begin: int, end: int, index: int, ins: Instr, transfer: int,
@@ -384,7 +403,7 @@ def _conflict(dma: _Active, compute: _Active) -> float:
     overlap = min(dma.end, compute.end) - first
     if overlap <= 0:
         return 0.0
-    p = (compute.dual if dma.store else compute.writes).get(dma.mem, 0.0) * dma.exposure
+    p = (compute.full if dma.store else compute.writes).get(dma.mem, 0.0) * dma.exposure
     return min(overlap * p, (compute.end - first) * p / (1.0 + p))
 
 

@@ -9,11 +9,12 @@ The core is done when ``halt`` was fetched, every queue is empty and every
 unit idle.
 
 Each SRAM is a :class:`~heli.targets.npu.rtl.sram.BankedSram`: row ``r`` in
-bank ``r % 4``, each bank with two read ports and one write port.  The
-compute sequencer has priority on them (scratchpad: A on read port 0, B on
-read port 1; accumulator: X and the ``matmul`` accumulation on port 0, Y on
-port 1); the DMA engine's rows take the ports it leaves free, and wait a
-cycle when there is none.  The simulator's race check guarantees that no two
+bank ``r % 4``, each bank with one write port, the scratchpad's with two read
+ports, the accumulator's with one.  The compute sequencer has priority on
+them (scratchpad: A on read port 0, B on read port 1; accumulator: X, Y and
+the ``matmul`` accumulation, never two in one cycle, on its one port); the
+DMA engine's rows take the ports it leaves free, and wait a cycle when there
+is none.  The simulator's race check guarantees that no two
 units touch one row in a way that depends on the order within a cycle.
 """
 
@@ -165,8 +166,8 @@ class NpuCore(wiring.Component):
                 ("spad", data.ArrayLayout(INT8, dim), cfg.spad_rows,
                  ("spad_a", "spad_b"), (0, 1)),
                 ("acc", data.ArrayLayout(INT32, dim), cfg.acc_rows,
-                 ("acc_x", "acc_y", "acc_m"), (0, 1, 0))):
-            sram = BankedSram(shape, rows, ports, self.dma_rows)
+                 ("acc_x", "acc_y", "acc_m"), (0, 0, 0))):
+            sram = BankedSram(shape, rows, ports, self.dma_rows, read_ports=max(ports) + 1)
             m.submodules[name] = sram
             for k, r in enumerate(reads):
                 m.d.comb += [sram.port(f"c{k}_addr").eq(getattr(comp, f"{r}_raddr")),

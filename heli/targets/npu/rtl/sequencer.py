@@ -23,7 +23,9 @@ their destination rows and are written when they come out:
   streaming ``matmul``; the next ``matmul`` may start in the cycle the last
   row is read.
 
-``requant_pc`` first reads its two parameter rows (three cycles).
+``requant_pc`` first reads its two parameter rows (three cycles), ``vbias``
+its bias row (one cycle), so that no instruction reads two accumulator rows
+in one cycle: the accumulator's banks have one read port.
 """
 
 # No `from __future__ import annotations`: wiring.Component reads the port
@@ -61,6 +63,7 @@ class State(enum.Enum, shape=3):
     PREFETCH0 = 1      # requant_pc: read the multiplier row
     PREFETCH1 = 2      # ... the shift row
     PREFETCH2 = 3
+    BIAS = 6           # vbias: read the bias row (held in a register while the rows stream)
     STREAM = 4
     DRAIN = 5
 
@@ -195,6 +198,7 @@ class ComputeSequencer(wiring.Component):
             m.d.sync += [r.pc.eq(self.instr_pc), r.i.eq(0), r.o.eq(0), r.s_row.eq(0),
                          r.s_off.eq(0), r.d_row.eq(0), r.outer.eq(1), r.a_stride.eq(1),
                          r.a_ostride.eq(0), r.dst_ostride.eq(0), r.y_step.eq(1),
+                         r.hold_y.eq(0),
                          r.acc.eq(0), r.per_lane.eq(0), r.kind.eq(Kind.VECTOR),
                          r.rows.eq(dec.f_rows), r.first.eq(1),
                          state.eq(State.STREAM)]
@@ -228,7 +232,7 @@ class ComputeSequencer(wiring.Component):
                         | dec.is_lut_load),
             r.uses_b.eq(dec.is_vadd | (dec.is_vmaxpool & dec.f_acc)),
             r.uses_x.eq(dec.is_requant | dec.is_requant_pc | dec.is_vbias),
-            r.uses_y.eq(((dec.is_vadd | dec.is_vsumpool) & dec.f_acc) | dec.is_vbias),
+            r.uses_y.eq((dec.is_vadd | dec.is_vsumpool) & dec.f_acc),
         ]
 
     def _setup(self, m: Module, dec: InstructionDecoder, r: "_Regs", state) -> None:
@@ -269,6 +273,7 @@ class ComputeSequencer(wiring.Component):
         with m.If(dec.is_requant_pc):
             s += [r.per_lane.eq(1), r.y_base.eq(dec.f_params), state.eq(State.PREFETCH0)]
         with m.If(dec.is_vbias):
+            s += [r.hold_y.eq(1), state.eq(State.BIAS)]
             s += [r.x_base.eq(dec.f_dst), r.y_base.eq(dec.f_bias), r.y_step.eq(0),
                   r.dst.eq(dec.f_dst), r.op.eq(VecOp.BIAS), r.to_acc.eq(1)]
         with m.If(dec.is_vfill):
@@ -308,6 +313,8 @@ class ComputeSequencer(wiring.Component):
         with m.Switch(state):
             with m.Case(State.PREFETCH0):
                 m.d.sync += [state.eq(State.PREFETCH1), r.y_base.eq(r.y_base + 1)]
+            with m.Case(State.BIAS):
+                m.d.sync += state.eq(State.STREAM)
             with m.Case(State.PREFETCH1):
                 m.d.sync += state.eq(State.PREFETCH2)
                 for n in range(dim):
@@ -320,7 +327,10 @@ class ComputeSequencer(wiring.Component):
         # read addresses (the SRAM ports ignore unused ones)
         lw_row = Signal(16)
         m.d.comb += lw_row.eq(r.lw_src + (dim - 1) - r.lw_j)
-        prefetch = (state == State.PREFETCH0) | (state == State.PREFETCH1)
+        prefetch = (state == State.PREFETCH0) | (state == State.PREFETCH1) | (state == State.BIAS)
+        # the bias row read in State.BIAS is on the port in the first STREAM cycle
+        with m.If(issue & r.first & r.hold_y):
+            m.d.sync += r.y_held.eq(self.acc_y_rdata)
         m.d.comb += [
             self.spad_a_ren.eq(issue & r.uses_a),
             self.spad_b_ren.eq(r.lw_active | (issue & r.uses_b)),
@@ -346,7 +356,8 @@ class ComputeSequencer(wiring.Component):
         for k in range(1, VEC_DELAY):
             m.d.sync += line[k].eq(line[k - 1])
         m.d.comb += [vec.valid_in.eq(line[0].valid), vec.op.eq(r.op),
-                     vec.x.eq(self.acc_x_rdata), vec.y.eq(self.acc_y_rdata),
+                     vec.x.eq(self.acc_x_rdata),
+                     vec.y.eq(Mux(r.hold_y, r.y_held, self.acc_y_rdata)),
                      vec.a.eq(self.spad_a_rdata), vec.b.eq(self.spad_b_rdata),
                      vec.zp.eq(r.zp), vec.lo.eq(r.lo), vec.hi.eq(r.hi), vec.za.eq(r.za),
                      vec.ma.eq(r.ma), vec.zb.eq(r.zb), vec.mb.eq(r.mb), vec.acc.eq(r.acc),
@@ -459,6 +470,8 @@ class _Regs:
         self.lw_last = s(1)
         self.acc, self.first, self.to_acc, self.per_lane = s(1), s(1), s(1), s(1)
         self.uses_a, self.uses_b, self.uses_x, self.uses_y = s(1), s(1), s(1), s(1)
+        self.hold_y = s(1)
+        self.y_held = s(data.ArrayLayout(INT32, dim))
         self.mult, self.shift, self.fill = s(INT32), s(SHIFT), s(INT32)
         self.zp, self.lo, self.hi, self.za, self.zb = (s(INT8) for _ in range(5))
         self.ma, self.mb = s(signed(16)), s(signed(16))

@@ -2,14 +2,15 @@
 (``docs/npu.md``, "RTL core", "SRAM banks").
 
 Row ``r`` lives in bank ``r % BANKS`` at index ``r // BANKS``.  Each bank is
-one memory with two synchronous read ports and one write port (built by an
-SRAM flow as two two-port macros written together), so the generated SRAMs
-are macros a memory compiler can make, not one memory with a port per user.
+one memory with one write port and one or two synchronous read ports (a
+two-port macro, or two of them written together), so the generated SRAMs are
+macros a memory compiler can make, not one memory with a port per user.
 
-The compute sequencer has priority: its read ports are wired to the banks'
-read port 0 or 1 (fixed per compute port), its write to the banks' write
-port, and it never waits.  The DMA engine moves up to BANKS consecutive rows
-per beat, which fall into distinct banks; each of its rows takes a bank's
+The compute sequencer has priority: its read ports are wired to a bank read
+port each (fixed per compute port; compute ports sharing one never read in
+the same cycle), its write to the banks' write port, and it never waits.
+The DMA engine moves up to BANKS consecutive rows per beat, which fall into
+distinct banks; each of its rows takes a bank's
 port that compute leaves free this cycle and is told so by a grant
 (``d<j>_rgrant`` / ``d<j>_wgrant``).  A row not granted is asked for again
 next cycle: the DMA, not the compute, loses the cycle.
@@ -26,16 +27,14 @@ from heli.targets.npu.rtl.params import addr_bits
 
 #: Banks per SRAM by default: the DMA's rows per beat.
 BANKS = 4
-#: Read ports per bank.
-BANK_READ_PORTS = 2
 
 
 class BankedSram(wiring.Component):
     """``rows`` rows of ``shape`` in ``banks`` banks (a power of two).
 
     ``compute_reads`` gives, for each compute read port ``c<k>``, the bank
-    read port it uses (0 or 1); compute ports sharing a bank port must never
-    read in the same cycle.  ``dma_ports`` (<= ``banks``) is the DMA's rows
+    read port it uses (below ``read_ports``, 1 or 2); compute ports sharing a
+    bank port must never read in the same cycle.  ``dma_ports`` (<= ``banks``) is the DMA's rows
     per beat.
 
     Attributes
@@ -59,14 +58,15 @@ class BankedSram(wiring.Component):
     """
 
     def __init__(self, shape, rows: int, compute_reads: tuple[int, ...], dma_ports: int,
-                 banks: int = BANKS) -> None:
+                 banks: int = BANKS, read_ports: int = 2) -> None:
         try:
-            self._check(compute_reads, dma_ports, banks)
+            self._check(compute_reads, dma_ports, banks, read_ports)
         except ValueError:
             self._MustUse__used = True    # a refused configuration is not an unused design
             raise
         self.shape, self.rows, self.banks = shape, rows, banks
         self.compute_reads, self.dma_ports = tuple(compute_reads), dma_ports
+        self.read_ports = read_ports
         ab = addr_bits(rows)
         members = {"c_waddr": In(ab), "c_wen": In(1), "c_wdata": In(shape)}
         for k in range(len(compute_reads)):
@@ -78,15 +78,18 @@ class BankedSram(wiring.Component):
         super().__init__(members)
 
     @staticmethod
-    def _check(compute_reads: tuple[int, ...], dma_ports: int, banks: int) -> None:
+    def _check(compute_reads: tuple[int, ...], dma_ports: int, banks: int,
+               read_ports: int) -> None:
         if banks < 1 or banks & (banks - 1):
             raise ValueError(f"banks = {banks!r} must be a power of two.")
         if not 1 <= dma_ports <= banks:
             raise ValueError(f"dma_ports = {dma_ports!r} must be between 1 and the "
                              f"{banks} banks (a beat's rows fall into distinct banks).")
-        if any(p not in range(BANK_READ_PORTS) for p in compute_reads):
+        if read_ports not in (1, 2):
+            raise ValueError(f"read_ports = {read_ports!r} must be 1 or 2.")
+        if any(p not in range(read_ports) for p in compute_reads):
             raise ValueError(f"compute_reads = {compute_reads!r}: each compute read port "
-                             f"uses bank read port 0 or 1.")
+                             f"uses one of the banks' {read_ports} read ports.")
 
     def port(self, name: str):
         return getattr(self, name)
@@ -114,7 +117,7 @@ class BankedSram(wiring.Component):
         nb, nd = self.banks, self.dma_ports
         # per DMA read: the bank and bank port granted last cycle (its data's source)
         d_bank = [Signal(range(nb), name=f"d{j}_rbank") for j in range(nd)]
-        d_port = [Signal(range(BANK_READ_PORTS), name=f"d{j}_rport") for j in range(nd)]
+        d_port = [Signal(range(2), name=f"d{j}_rport") for j in range(nd)]
         c_bank = [Signal(range(nb), name=f"c{k}_rbank") for k in range(len(self.compute_reads))]
         read_data = []                                   # [bank][port] -> data
         for b in range(nb):
@@ -129,16 +132,17 @@ class BankedSram(wiring.Component):
                          [read_data[b][p] for b in range(nb)])
         for j in range(nd):
             with m.Switch(d_port[j]):
-                for p in range(BANK_READ_PORTS):
+                for p in range(self.read_ports):
                     with m.Case(p):
                         self._select(m, self.port(f"d{j}_rdata"), d_bank[j],
                                      [read_data[b][p] for b in range(nb)])
         return m
 
     def _bank_reads(self, m: Module, b: int, mem: Memory, d_bank, d_port) -> list:
-        """Bank b's two read ports: compute first, the DMA on a port left free."""
-        ports = [mem.read_port() for _ in range(BANK_READ_PORTS)]
-        busy = [Signal(name=f"bank{b}_c{p}_busy") for p in range(BANK_READ_PORTS)]
+        """Bank b's read ports: compute first, the DMA on a port left free."""
+        n = self.read_ports
+        ports = [mem.read_port() for _ in range(n)]
+        busy = [Signal(name=f"bank{b}_c{p}_busy") for p in range(n)]
         for p, port in enumerate(ports):
             users = [k for k, q in enumerate(self.compute_reads) if q == p]
             for k in reversed(users):                   # the first user wins (never two)
@@ -153,8 +157,8 @@ class BankedSram(wiring.Component):
             addr, en = self.port(f"d{j}_raddr"), self.port(f"d{j}_ren")
             with m.If(en & self._in_bank(addr, b)):
                 m.d.comb += [want.eq(1), d_addr.eq(self._index(addr)), d_row.eq(j)]
-        for p in reversed(range(BANK_READ_PORTS)):      # port 1 first: compute's B is rarer
-            others_taken = [busy[q] for q in range(p + 1, BANK_READ_PORTS)]
+        for p in reversed(range(n)):          # the last port first: compute uses it least
+            others_taken = [busy[q] for q in range(p + 1, n)]
             free_here = ~busy[p]
             for taken in others_taken:
                 free_here = free_here & taken

@@ -150,6 +150,12 @@ CONTENTION = {
     # 8-byte rows at 16 B/cycle: a beat every 2 cycles absorbs a refused row
     "wide load beside a fill": "dma_load mem=spad sram=0 dram=0 stride=8 rows=400 cols=8\n"
                                "vfill mem=spad dst=1000 rows=300 value=0",
+    # the accumulator's banks have one read port: requant reads one row a cycle
+    "accumulator store beside requant": "requant src=1000 dst=1000 rows=300 mult=1073741824 "
+                                        "shift=31 zp=0 lo=-128 hi=127\n"
+                                        "dma_store mem=acc sram=0 dram=0 stride=4 rows=800 cols=1",
+    "vbias beside an accumulator store": "dma_store mem=acc sram=0 dram=0 stride=4 rows=800 "
+                                         "cols=1\nvbias dst=1000 bias=999 rows=300",
     # the array writes accumulator rows while a load fills others
     "accumulator load beside matmuls": "load_weights src=3000 rows=8\n"
                                        "matmul a=1000 a_stride=1 c=1000 rows=250\n"
