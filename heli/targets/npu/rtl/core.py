@@ -38,7 +38,7 @@ from heli.targets.npu.rtl.queues import (
     TokenChannels,
 )
 from heli.targets.npu.rtl.sequencer import ComputeSequencer
-from heli.targets.npu.rtl.sram import BankedSram
+from heli.targets.npu.rtl.sram import ACC_READ_PORTS, SPAD_READ_PORTS, BankedSram
 
 INT8 = signed(8)
 INT32 = signed(32)
@@ -162,12 +162,12 @@ class NpuCore(wiring.Component):
 
     def _srams(self, m: Module, comp: ComputeSequencer, dma: DmaEngine) -> None:
         cfg, dim = self.cfg, self.cfg.dim
-        for name, shape, rows, reads, ports in (
+        for name, shape, rows, reads, ports, read_ports in (
                 ("spad", data.ArrayLayout(INT8, dim), cfg.spad_rows,
-                 ("spad_a", "spad_b"), (0, 1)),
+                 ("spad_a", "spad_b"), (0, 1), SPAD_READ_PORTS),
                 ("acc", data.ArrayLayout(INT32, dim), cfg.acc_rows,
-                 ("acc_x", "acc_y", "acc_m"), (0, 0, 0))):
-            sram = BankedSram(shape, rows, ports, self.dma_rows, read_ports=max(ports) + 1)
+                 ("acc_x", "acc_y", "acc_m"), (0, 0, 0), ACC_READ_PORTS)):
+            sram = BankedSram(shape, rows, ports, self.dma_rows, read_ports=read_ports)
             m.submodules[name] = sram
             for k, r in enumerate(reads):
                 m.d.comb += [sram.port(f"c{k}_addr").eq(getattr(comp, f"{r}_raddr")),

@@ -65,6 +65,9 @@ def addr_bits(rows: int) -> int:
 def rtl_params(cfg: NpuConfig) -> dict:
     """The parameters as written to ``params.json`` next to the Verilog:
     the configuration plus the sizes derived from it."""
+    from heli.targets.npu.rtl.bus import DMA_ROWS
+    from heli.targets.npu.rtl.sram import ACC_READ_PORTS, BANKS, SPAD_READ_PORTS
+
     check_rtl_config(cfg)
     return {
         **asdict(cfg),
@@ -74,6 +77,11 @@ def rtl_params(cfg: NpuConfig) -> dict:
         "acc_addr_bits": addr_bits(cfg.acc_rows),
         "isa_sram_addr_bits": SRAM_ADDR_BITS,
         "lut_rows": cfg.lut_rows,
+        # fixed by the generator
+        "sram_banks": BANKS,
+        "spad_bank_read_ports": SPAD_READ_PORTS,
+        "acc_bank_read_ports": ACC_READ_PORTS,
+        "dma_rows_per_beat": DMA_ROWS,
     }
 
 

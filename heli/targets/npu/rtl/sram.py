@@ -27,6 +27,10 @@ from heli.targets.npu.rtl.params import addr_bits
 
 #: Banks per SRAM by default: the DMA's rows per beat.
 BANKS = 4
+#: Read ports of a scratchpad bank (a matmul's input beside the next
+#: load_weights) and of an accumulator bank (one row read per cycle).
+SPAD_READ_PORTS = 2
+ACC_READ_PORTS = 1
 
 
 class BankedSram(wiring.Component):

@@ -94,3 +94,17 @@ def test_bad_parameters(kw, message):
     args = {"shape": unsigned(8), "rows": 64, "compute_reads": (0,), "dma_ports": 4, **kw}
     with pytest.raises(ValueError, match=message):
         BankedSram(**args)
+
+
+def test_the_cycle_models_default_timing_describes_the_rtl():
+    """The cycle model's bank parameters are the generator's (no Amaranth in
+    the cycle model, so they are written twice and checked here)."""
+    from heli.targets.npu.config import NpuConfig
+    from heli.targets.npu.cycles import TimingParams
+    from heli.targets.npu.rtl.params import rtl_params
+
+    params, timing = rtl_params(NpuConfig()), TimingParams()
+    assert (timing.spad_banks, timing.acc_banks) == (params["sram_banks"],) * 2
+    assert timing.spad_read_ports == params["spad_bank_read_ports"]
+    assert timing.acc_read_ports == params["acc_bank_read_ports"]
+    assert timing.dma_rows == params["dma_rows_per_beat"]
