@@ -23,8 +23,10 @@ timing-driven sizing, no wiring or placement density: a first-order figure
 for comparing configurations, not a sign-off number.
 
 **Memories, by their ports.**  A first Yosys pass (:data:`YOSYS_MEMORIES`)
-dumps every ``$mem_v2`` cell after ``memory -nomap``: rows (``SIZE``), width,
-read and write ports, and which reads are synchronous (``RD_CLK_ENABLE``).
+dumps every ``$mem_v2`` cell after ``opt`` and ``memory -nomap`` (so that a
+read port's enabled output register counts as a synchronous read): rows
+(``SIZE``), width, read and write ports, and which reads are synchronous
+(``RD_CLK_ENABLE``).  The second pass is told which memories to map.
 Each memory is then priced by its ports, not its name (:func:`sram_copies`):
 
 * an **SRAM macro** if it has at least :data:`SRAM_MIN_ROWS` rows, only
@@ -40,7 +42,7 @@ Each memory is then priced by its ports, not its name (:func:`sram_copies`):
   per write port for every bit, a multiplexer tree per read port, a row
   decoder per write port) exceeds :data:`FLOP_MEMORY_MAX_CELLS` is left out
   of the synthesis and priced by that estimate (``flops: ... estimated``),
-  which falls 10-15% below Yosys's mapping of the memories we checked: a
+  which falls 7-22% below Yosys's mapping of the memories we checked: a
   lower bound, and minutes of synthesis saved;
 * a **ROM** (no write port: the decoders' case tables) is logic, mapped in
   place.
@@ -134,11 +136,15 @@ SRAM_EFFICIENCY = (
     (None, 0.75),
 )
 
+# ``opt`` before ``memory -nomap`` (as Yosys's ``synth`` does): the enables it
+# finds let ``memory_dff`` merge a read port's output register, e.g. the
+# enabled one of ``SyncFIFOBuffered``, into a synchronous read
 _FRONT = """\
 read_verilog {verilog}
 hierarchy -check -top {top}
 proc
 opt_clean
+opt
 memory -nomap
 """
 #: The first pass: every memory's rows, width and ports (the ``$mem_v2`` cells).

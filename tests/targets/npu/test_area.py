@@ -261,6 +261,21 @@ def test_a_memory_is_a_macro_or_flip_flops_by_its_ports(depth, reads, writes, ro
     assert _block_json(data, row)["memory"]["read_ports"] == len(reads)
 
 
+def test_a_buffered_fifo_is_a_small_register_file_macro():
+    # SyncFIFOBuffered reads its memory through an enabled register: Yosys
+    # must see a synchronous read (``opt`` before ``memory -nomap``)
+    from amaranth.back import verilog
+    from amaranth.lib.fifo import SyncFIFOBuffered
+
+    fifo = SyncFIFOBuffered(width=160, depth=32)
+    report = verilog_area(verilog.convert(
+        fifo, name="fifo", emit_src=False,
+        ports=[fifo.w_data, fifo.w_en, fifo.w_rdy, fifo.r_data, fifo.r_en, fifo.r_rdy]))
+    block = _block(report, "sram: storage (31x160, 1R1W)")
+    assert block.sram_um2 == pytest.approx(31 * 160 * area_mod.BITCELL_UM2 / 0.30)
+    assert report.logic_um2 < 0.2 * report.sram_um2
+
+
 def test_a_memory_too_large_to_synthesize_is_estimated(monkeypatch):
     monkeypatch.setattr(area_mod, "FLOP_MEMORY_MAX_CELLS", 1000)
     report = verilog_area(_memory_design(64, ["sync"] * 3))
