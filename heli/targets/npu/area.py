@@ -811,14 +811,14 @@ def format_report(report: AreaReport) -> str:
     width = max([34, *map(len, labels)])
     lines = [f"NPU area: {what} (Yosys generic gates priced as Nangate 45 nm X1 cells; "
              f"45 nm SRAM macros)", "",
-             f"{'block':<{width}} {'inst':>5} {'cells':>9} {'flops':>9} {'area mm²':>10} "
+             f"{'block':<{width}} {'inst':>5} {'cells':>10} {'flops':>9} {'area mm²':>10} "
              f"{'kGE':>9} {'share':>7}"]
     total = report.total_um2
     for label, b in zip(labels, report.blocks, strict=True):
         share = f"{100 * b.area_um2 / total:6.1f}%" if total else ""
-        lines.append(f"{label:<{width}} {b.instances:>5} {b.cells:>9,} {b.flops:>9,} "
+        lines.append(f"{label:<{width}} {b.instances:>5} {b.cells:>10,} {b.flops:>9,} "
                      f"{b.area_um2 * 1e-6:>10.4f} {b.area_um2 / NAND2_UM2 / 1e3:>9.1f} {share:>7}")
-    lines.append(f"{'total':<{width}} {'':>5} {report.cells:>9,} "
+    lines.append(f"{'total':<{width}} {'':>5} {report.cells:>10,} "
                  f"{sum(b.flops for b in report.blocks if b.parent is None):>9,} "
                  f"{report.total_mm2:>10.4f} {total / NAND2_UM2 / 1e3:>9.1f} {'100.0%':>7}")
     lines.append(f"  logic {report.logic_um2 * 1e-6:.4f} mm², "
