@@ -411,20 +411,23 @@ class ComputeSequencer(wiring.Component):
     def _lut_path(self, m: Module, r: "_Regs") -> None:
         """The lookup tables: ``lut_tables`` x ceil(256/DIM) rows of DIM int8.
         ``lut_load`` writes a row at t+1; ``vlut`` reads lane n's entry
-        ``a[n] + 128`` at t+1 (row = entry / DIM) and selects it at t+2."""
+        ``a[n] + 128`` at t+1 (row = entry / DIM) and selects it at t+2.
+        Each lane has its own copy of the tables (one read port each, all
+        written together): DIM small two-port macros instead of one memory
+        with DIM read ports, which only flip-flops and multiplexers build."""
         cfg, dim = self.cfg, self.cfg.dim
         lane_bits = (dim - 1).bit_length()
         depth = cfg.lut_tables * cfg.lut_rows
-        m.submodules.lut = lut = Memory(shape=data.ArrayLayout(INT8, dim), depth=depth,
-                                        init=[])
-        wp = lut.write_port()
         load_valid = Signal()
         load_row = Signal(range(depth))
         m.d.sync += [load_valid.eq(r.issue & (r.kind == Kind.LUT_LOAD)),
                      load_row.eq(r.lut_base + r.i)]
-        m.d.comb += [wp.en.eq(load_valid), wp.addr.eq(load_row), wp.data.eq(self.spad_a_rdata)]
         for n in range(dim):
-            rp = lut.read_port()
+            lut = Memory(shape=data.ArrayLayout(INT8, dim), depth=depth, init=[])
+            m.submodules[f"lut_{n}"] = lut
+            wp, rp = lut.write_port(), lut.read_port()
+            m.d.comb += [wp.en.eq(load_valid), wp.addr.eq(load_row),
+                         wp.data.eq(self.spad_a_rdata)]
             idx = Signal(unsigned(8), name=f"lut_idx_{n}")
             sel = Signal(unsigned(max(lane_bits, 1)), name=f"lut_sel_{n}")
             m.d.comb += idx.eq(self.spad_a_rdata[n].as_unsigned() ^ 0x80)
