@@ -26,6 +26,7 @@ def quantize(
     residual_adds: bool = True,
     channel_outputs: bool | Callable[[str], bool] = False,
     keep_float: Collection[str] = (),
+    reduce_range: bool = False,
 ) -> Graph:
     """An int8 QDQ version of ``model`` calibrated on ``samples`` (feed dicts).
 
@@ -52,6 +53,11 @@ def quantize(
     to leave in float, e.g. layers whose int8 error the model does not
     tolerate; an integer backend then runs them on a float target.  An
     unknown name is an error.
+
+    ``reduce_range=True`` quantizes weights to 7 bits ([-63, 63]), as ONNX
+    Runtime's option of that name: its int8 kernels on x86 CPUs without VNNI
+    add pairs of uint8 x int8 products in saturating int16, which 7-bit
+    weights cannot overflow.  Heli's own targets do not need it.
     """
     graph = _as_graph(model)
     if optimize:
@@ -72,8 +78,8 @@ def quantize(
                        if channel_outputs is True or channel_outputs(n)]
     ranges = calibrate(graph, samples, calibrator, outputs=outputs,
                        residual_adds=residual_adds, per_channel=per_channel)
-    graph = QuantizeQDQ(ranges, symmetric_activations, outputs, residual_adds,
-                        keep).apply(graph)
+    graph = QuantizeQDQ(ranges, symmetric_activations, outputs, residual_adds, keep,
+                        weight_max=63 if reduce_range else 127).apply(graph)
     return DeadCodeElimination().apply(graph)
 
 

@@ -70,12 +70,13 @@ def channel_qparams(low: np.ndarray, high: np.ndarray, axis: int) -> QParams:
     return QParams(scale, np.zeros(scale.shape, np.int8), axis)
 
 
-def weight_qparams(weight: np.ndarray, axis: int) -> QParams:
-    """Per-channel symmetric int8 parameters of ``weight`` along ``axis``."""
+def weight_qparams(weight: np.ndarray, axis: int, qmax: int = INT8_MAX) -> QParams:
+    """Per-channel symmetric int8 parameters of ``weight`` along ``axis``
+    (values in ``[-qmax, qmax]``)."""
     others = tuple(i for i in range(weight.ndim) if i != axis)
     bound = np.max(np.abs(weight.astype(np.float64)), axis=others) if others else \
         np.abs(weight.astype(np.float64))
-    scale = (bound / 127.0).astype(np.float32)
+    scale = (bound / float(qmax)).astype(np.float32)
     scale = np.where(scale > 0, scale, np.float32(1.0)).astype(np.float32)
     return QParams(scale, np.zeros(scale.shape, np.int8), axis)
 
@@ -121,6 +122,8 @@ class QuantizeQDQ(Pass):
     #: first output name, see :func:`node_key`): their operands and outputs
     #: are not quantized for them
     keep_float: frozenset[str] = frozenset()
+    #: largest weight magnitude: 127, or 63 for 7-bit weights (``reduce_range``)
+    weight_max: int = INT8_MAX
 
     def apply(self, graph: Graph) -> Graph:
         keep = self.keep_float
@@ -165,8 +168,9 @@ class QuantizeQDQ(Pass):
             array = graph.constants.get(node.inputs[slot].name)
             if slot == weight_slot and array is not None and array.ndim >= 1:
                 axis = _weight_axis(node, array)
-                params = weight_qparams(array, axis)
-                new[slot] = self._dequantized_constant(b, value.name, array, params)
+                params = weight_qparams(array, axis, self.weight_max)
+                new[slot] = self._dequantized_constant(b, value.name, array, params,
+                                                       lo=-self.weight_max, hi=self.weight_max)
                 data_params = params
             else:
                 new[slot], params = self._activation(b, value, array, cache, scales,

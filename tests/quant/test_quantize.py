@@ -16,6 +16,7 @@ from heli.quant import (
     to_qdq_onnx,
     weight_qparams,
 )
+from tests._ort import REDUCE_RANGE
 from tests.quant._models import images, small_cnn
 
 
@@ -31,7 +32,8 @@ def data():
 
 @pytest.fixture(scope="module")
 def qgraph(model, data):
-    return quantize(model, [{"x": x} for x in data[:32]])
+    # 7-bit weights where ONNX Runtime's int8 kernels saturate (tests/_ort.py)
+    return quantize(model, [{"x": x} for x in data[:32]], reduce_range=REDUCE_RANGE)
 
 
 def _session(proto):
@@ -69,7 +71,8 @@ def test_weights_per_channel_and_bias_int32(qgraph):
         w_q, w_scale, w_zp = (qgraph.constants[v.name] for v in w_dq.inputs)
         assert w_q.dtype == np.int8 and w_zp.dtype == np.int8 and not w_zp.any()
         assert w_scale.shape == (channels,) and w_dq.attrs["axis"] == 0  # Gemm: transB=1
-        assert np.abs(w_q).max(axis=tuple(range(1, w_q.ndim))).tolist() == [127] * channels
+        peak = 63 if REDUCE_RANGE else 127
+        assert np.abs(w_q).max(axis=tuple(range(1, w_q.ndim))).tolist() == [peak] * channels
         b_q, b_scale, _ = (qgraph.constants[v.name] for v in b_dq.inputs)
         x_scale = qgraph.constants[x_dq.inputs[1].name]
         assert b_q.dtype == np.int32
@@ -107,6 +110,17 @@ def test_percentile_ignores_an_outlier(model, data):
     assert q_pct.constants["x_scale"] < q_minmax.constants["x_scale"] / 100
 
 
+@pytest.mark.parametrize("reduce_range, peak", [(False, 127), (True, 63)])
+def test_reduce_range_quantizes_weights_to_7_bits(model, data, reduce_range, peak):
+    q = quantize(model, [{"x": x} for x in data[:8]], reduce_range=reduce_range)
+    weights = [q.constants[n.inputs[0].name] for n in q.nodes
+               if n.op.name == "DequantizeLinear" and n.inputs[0].name in q.constants
+               and q.constants[n.inputs[0].name].dtype == np.int8
+               and q.constants[n.inputs[0].name].ndim >= 2]
+    assert len(weights) == 3
+    assert [int(np.abs(w).max()) for w in weights] == [peak] * 3
+
+
 @pytest.mark.parametrize("op", ["MatMul", "Gemm"])
 def test_matmul_and_gemm_weights_quantized_along_n(op):
     from onnx import TensorProto, helper, numpy_helper
@@ -119,7 +133,7 @@ def test_matmul_and_gemm_weights_quantized_along_n(op):
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 6])], [w])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     xs = rng.normal(size=(8, 2, 4)).astype(np.float32)
-    q = quantize(model, [{"x": x} for x in xs])
+    q = quantize(model, [{"x": x} for x in xs], reduce_range=REDUCE_RANGE)
     (w_dq,) = [n for n in q.nodes if n.op.name == "DequantizeLinear" and n.attrs.get("axis") == 1]
     assert q.constants[w_dq.inputs[1].name].shape == (6,)
     session = _session(to_qdq_onnx(q))

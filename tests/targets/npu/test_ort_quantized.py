@@ -20,6 +20,7 @@ import pytest
 import heli
 from heli.frontend.onnx import import_onnx
 from heli.passes import QdqToInt, ShapeInference
+from tests._ort import REDUCE_RANGE
 
 from .test_real_models import HELD_OUT, WORDS, cls_images, npu_mac_share
 
@@ -65,21 +66,6 @@ class Images(ort_quant.CalibrationDataReader):
         return next(self.feeds, None)
 
 
-def _has_vnni() -> bool:
-    """Whether this x86 CPU has VNNI (int8 dot products into int32)."""
-    try:
-        flags = open("/proc/cpuinfo").read()
-    except OSError:
-        return True                        # not Linux x86: not the AVX2 kernels
-    return any(f in flags.split() for f in ("avx512_vnni", "avx_vnni"))
-
-
-#: ONNX Runtime's int8 kernels for x86 CPUs without VNNI (AVX2, e.g. some AMD
-#: EPYC) add pairs of u8 x s8 products in saturating int16 (vpmaddubsw), so
-#: its results stop being exact integer arithmetic; ORT's quantization guide
-#: asks for reduce_range (7-bit weights) on such machines.  With it, ORT is
-#: an exact oracle there too; elsewhere the test keeps ORT's defaults.
-REDUCE_RANGE = not _has_vnni()
 
 
 def ort_quantize(source: str, variant: str) -> str:
@@ -90,7 +76,7 @@ def ort_quantize(source: str, variant: str) -> str:
                               activation_type=getattr(ort_quant.QuantType, act),
                               weight_type=getattr(ort_quant.QuantType, weight),
                               per_channel=per_channel, op_types_to_quantize=ops,
-                              reduce_range=REDUCE_RANGE)
+                              reduce_range=REDUCE_RANGE)   # see tests/_ort.py
     return out
 
 
