@@ -177,9 +177,7 @@ class NpuCore(wiring.Component):
                          sram.c_wen.eq(getattr(comp, f"{name}_wen")),
                          sram.c_wdata.eq(getattr(comp, f"{name}_wdata"))]
             for j in range(self.dma_rows):
-                for ours, theirs in (("raddr", "raddr"), ("ren", "ren"), ("waddr", "waddr"),
-                                     ("wen", "wen"), ("wdata", "wdata")):
-                    m.d.comb += sram.port(f"d{j}_{ours}").eq(dma.port(f"{name}_{theirs}", j))
-                for ours, theirs in (("rgrant", "rgrant"), ("rdata", "rdata"),
-                                     ("wgrant", "wgrant")):
-                    m.d.comb += dma.port(f"{name}_{theirs}", j).eq(sram.port(f"d{j}_{ours}"))
+                for p in ("raddr", "ren", "waddr", "wen", "wdata"):        # DMA to SRAM
+                    m.d.comb += sram.port(f"d{j}_{p}").eq(dma.port(f"{name}_{p}", j))
+                for p in ("rgrant", "rdata", "wgrant"):                    # SRAM to DMA
+                    m.d.comb += dma.port(f"{name}_{p}", j).eq(sram.port(f"d{j}_{p}"))
