@@ -64,15 +64,21 @@ def test_uint8_qdq_becomes_int8_exactly():
         np.testing.assert_array_equal(_run(shifted, _feeds(seed)), _run(graph, _feeds(seed)))
 
 
+def _fused_within_one_lsb(graph, lsb: float):
+    """``graph`` after QdqToInt, checked against the graph as written on five
+    inputs: the outputs at most one output LSB apart."""
+    fused = QdqToInt().apply(graph)
+    for seed in range(5):
+        got, want = _run(fused, _feeds(seed)), _run(graph, _feeds(seed))
+        assert np.abs(got - want).max() <= lsb * 1.0001
+    return [n.op.qualname for n in fused.nodes]
+
+
 @pytest.mark.parametrize("act", [np.int8, np.uint8])
 def test_qdq_conv_fuses_and_stays_within_one_lsb(act):
     zx, zy = (12, -5) if act == np.int8 else (140, 123)
-    graph = _qdq_conv(act, zx, zy)
-    fused = QdqToInt().apply(graph)
-    assert [n.op.qualname for n in fused.nodes].count("heli:QConv") == 1
-    for seed in range(5):
-        got, want = _run(fused, _feeds(seed)), _run(graph, _feeds(seed))
-        assert np.abs(got - want).max() <= 0.05 * 1.0001      # one LSB of y
+    ops = _fused_within_one_lsb(_qdq_conv(act, zx, zy), 0.05)      # y_scale
+    assert ops.count("heli:QConv") == 1
 
 
 def test_uint8_weights_need_zero_point_128():
@@ -95,13 +101,8 @@ def test_qlinear_conv_becomes_an_integer_conv():
              helper.make_node("QLinearConv", ["xq", "sx", "zx", "w", "sw", "zw", "sy", "zy", "b"],
                               ["yq"], pads=[1, 1, 1, 1]),
              helper.make_node("DequantizeLinear", ["yq", "sy", "zy"], ["y"])]
-    graph = _model(nodes, inits)
-    fused = QdqToInt().apply(graph)
-    ops = [n.op.qualname for n in fused.nodes]
+    ops = _fused_within_one_lsb(_model(nodes, inits), 0.05)
     assert "heli:QConv" in ops and "QLinearConv" not in ops
-    for seed in range(5):
-        got, want = _run(fused, _feeds(seed)), _run(graph, _feeds(seed))
-        assert np.abs(got - want).max() <= 0.05 * 1.0001
 
 
 def test_qlinear_matmul_becomes_an_integer_matmul():
@@ -113,13 +114,8 @@ def test_qlinear_matmul_becomes_an_integer_matmul():
              helper.make_node("QLinearMatMul", ["xq", "sx", "zx", "b", "sb", "zb", "sy", "zy"],
                               ["yq"]),
              helper.make_node("DequantizeLinear", ["yq", "sy", "zy"], ["y"])]
-    graph = _model(nodes, inits, out_shape=(1, 3, 6, 5))
-    fused = QdqToInt().apply(graph)
-    ops = [n.op.qualname for n in fused.nodes]
+    ops = _fused_within_one_lsb(_model(nodes, inits, out_shape=(1, 3, 6, 5)), 0.04)
     assert "heli:QMatMul" in ops and "QLinearMatMul" not in ops
-    for seed in range(5):
-        got, want = _run(fused, _feeds(seed)), _run(graph, _feeds(seed))
-        assert np.abs(got - want).max() <= 0.04 * 1.0001
 
 
 def test_a_second_application_changes_nothing():
